@@ -1,0 +1,1 @@
+"""Prompt Expander core: turn a short concept into a detailed Stable Diffusion prompt."""

@@ -1,0 +1,219 @@
+"""The training loop shared by train-base and train-lora: accelerate, resumable checkpoints, validation."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from .fileio import atomic_dir, write_json_atomic
+
+CHECKPOINT_DIR = "checkpoint"
+
+
+@dataclass
+class TrainConfig:
+    out: str
+    steps: int = 1000
+    batch_size: int = 32
+    lr: float = 1e-3
+    warmup: int = 100
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    eval_every: int = 500
+    save_every: int = 500
+    max_val_batches: int = 50
+    seed: int = 1234
+    precision: str = "auto"
+    resume: bool = False
+    max_minutes: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+def add_loop_arguments(p, steps=1000, batch_size=32, lr=1e-3, warmup=100, save_every=500) -> None:
+    g = p.add_argument_group("training loop")
+    g.add_argument("--steps", type=int, default=steps, help=f"total optimizer steps (default {steps})")
+    g.add_argument("--batch-size", type=int, default=batch_size, help=f"rows per step (default {batch_size})")
+    g.add_argument("--lr", type=float, default=lr, help=f"peak learning rate (default {lr})")
+    g.add_argument("--warmup", type=int, default=warmup, help=f"linear warm-up steps (default {warmup})")
+    g.add_argument("--weight-decay", type=float, default=0.1)
+    g.add_argument("--eval-every", type=int, default=save_every, help="validate every N steps")
+    g.add_argument("--save-every", type=int, default=save_every, help="checkpoint every N steps")
+    g.add_argument("--max-val-batches", type=int, default=50)
+    g.add_argument("--seed", type=int, default=1234)
+    g.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+                   help="auto: bf16 autocast on CPUs and GPUs that support it, else fp16 on GPU, fp32 on CPU")
+    g.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint if it exists")
+    g.add_argument("--max-minutes", type=float, default=0.0,
+                   help="stop cleanly (checkpoint saved) after this many minutes; resume later with --resume")
+
+
+def loop_config(args, **extra) -> TrainConfig:
+    return TrainConfig(out=args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                       warmup=args.warmup, weight_decay=args.weight_decay, eval_every=args.eval_every,
+                       save_every=args.save_every, max_val_batches=args.max_val_batches, seed=args.seed,
+                       precision=args.precision, resume=args.resume, max_minutes=args.max_minutes, extra=extra)
+
+
+def cpu_supports_bf16() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except Exception:
+        return False
+
+
+def resolve_precision(precision: str) -> str:
+    """Map --precision to accelerate's mixed_precision value."""
+    if precision == "fp32":
+        return "no"
+    if precision != "auto":
+        return precision
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if cpu_supports_bf16() else "no"
+
+
+def machine_description() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    desc = f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__}"
+    if torch.cuda.is_available():
+        desc += f", GPU {torch.cuda.get_device_name(0)}"
+    return desc
+
+
+@torch.no_grad()
+def validation_loss(model, batches, device, max_batches: int, autocast) -> float:
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for n, (ids, labels) in enumerate(batches):
+        if n >= max_batches:
+            break
+        ids, labels = torch.from_numpy(ids).to(device), torch.from_numpy(labels).to(device)
+        with autocast():
+            logits = model(input_ids=ids).logits.float()
+        loss = torch.nn.functional.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.size(-1)), labels[:, 1:].reshape(-1), ignore_index=-100, reduction="sum")
+        total += loss.item()
+        count += int((labels[:, 1:] != -100).sum())
+    model.train(was_training)
+    return total / max(count, 1)
+
+
+def run_training(model, train, val, cfg: TrainConfig, params=None, save_final=None, desc="train") -> dict:
+    """Train `model` on PackedBatches `train`; return the run summary (also written to OUT/train_state.json)."""
+    from accelerate import Accelerator
+    from tqdm import tqdm
+    from transformers import get_cosine_schedule_with_warmup
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    accelerator = Accelerator(mixed_precision=resolve_precision(cfg.precision), cpu=not torch.cuda.is_available())
+    torch.manual_seed(cfg.seed)
+    params = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+    scheduler = get_cosine_schedule_with_warmup(optimizer, cfg.warmup, cfg.steps)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    ckpt = out / CHECKPOINT_DIR
+    state = {"step": 0, "tokens_seen": 0, "elapsed_s": 0.0, "history": [], "config": asdict(cfg),
+             "machine": machine_description(), "precision": accelerator.mixed_precision}
+    if cfg.resume and (ckpt / "train_state.json").exists():
+        accelerator.load_state(str(ckpt))
+        state = json.loads((ckpt / "train_state.json").read_text())
+        accelerator.print(f"resumed from {ckpt} at step {state['step']}")
+    elif ckpt.exists() and not cfg.resume:
+        accelerator.print(f"note: {ckpt} exists; starting over (pass --resume to continue it)")
+
+    def save_checkpoint():
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            with atomic_dir(ckpt) as tmp:
+                accelerator.save_state(str(tmp))
+                write_json_atomic(tmp / "train_state.json", state)
+        accelerator.wait_for_everyone()
+
+    rank, world = accelerator.process_index, accelerator.num_processes
+    model.train()
+    started = time.time()
+    base_elapsed = state["elapsed_s"]
+    deadline = started + cfg.max_minutes * 60 if cfg.max_minutes > 0 else math.inf
+    bar = tqdm(total=cfg.steps, initial=state["step"], desc=desc, disable=not accelerator.is_local_main_process,
+               dynamic_ncols=True)
+    window_tokens, window_start, loss_ema = 0, time.time(), None
+    stopped_early = False
+    while state["step"] < cfg.steps:
+        ids, labels = train.batch(state["step"], rank, world)
+        ids = torch.from_numpy(ids).to(accelerator.device)
+        labels = torch.from_numpy(labels).to(accelerator.device)
+        with accelerator.autocast():
+            loss = model(input_ids=ids, labels=labels).loss
+        accelerator.backward(loss)
+        if cfg.grad_clip:
+            accelerator.clip_grad_norm_(params, cfg.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        n_tok = int((labels != -100).sum()) * world
+        state["step"] += 1
+        state["tokens_seen"] += n_tok
+        state["elapsed_s"] = base_elapsed + time.time() - started
+        window_tokens += n_tok
+        loss_value = loss.item()
+        loss_ema = loss_value if loss_ema is None else 0.98 * loss_ema + 0.02 * loss_value
+        bar.update(1)
+        if state["step"] % 10 == 0 or state["step"] == cfg.steps:
+            rate = window_tokens / max(time.time() - window_start, 1e-9)
+            bar.set_postfix(loss=f"{loss_ema:.3f}", tok_s=f"{rate:,.0f}")
+            window_tokens, window_start = 0, time.time()
+        step = state["step"]
+        if val is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
+            vloss = validation_loss(model, val.all_batches(), accelerator.device, cfg.max_val_batches,
+                                    accelerator.autocast)
+            state["history"].append({"step": step, "train_loss": round(loss_ema, 4), "val_loss": round(vloss, 4),
+                                     "val_ppl": round(math.exp(vloss), 2), "tokens_seen": state["tokens_seen"]})
+            bar.write(f"step {step}: train {loss_ema:.4f}  val {vloss:.4f}  ppl {math.exp(vloss):.2f}")
+        if step % cfg.save_every == 0 or step == cfg.steps:
+            save_checkpoint()
+        if time.time() > deadline:
+            stopped_early = True
+            if step % cfg.save_every:
+                save_checkpoint()
+            bar.write(f"stopping after {cfg.max_minutes} min at step {step}; continue with --resume")
+            break
+    bar.close()
+    state["finished"] = state["step"] >= cfg.steps
+    state["train_loss"] = loss_ema
+    if accelerator.is_main_process and save_final is not None and not stopped_early:
+        save_final(accelerator.unwrap_model(model), state)
+    accelerator.wait_for_everyone()
+    return state
+
+
+def save_pretrained_atomic(model, out_dir, **kwargs) -> None:
+    """save_pretrained into a temporary folder, then move each file into place."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f".saving.{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        model.save_pretrained(str(tmp), safe_serialization=True, **kwargs)
+        for f in tmp.iterdir():
+            os.replace(f, out / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
