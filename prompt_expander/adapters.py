@@ -1,0 +1,82 @@
+"""PEFT LoRA adapters as weight deltas: load, check against the base, and mix by weight."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+
+from .errors import AdapterError
+
+ADAPTER_META = "prompt_expander_adapter.json"
+
+
+def base_fingerprint(model) -> str:
+    """Identifies a base model by its shape and a slice of its embedding weights."""
+    cfg = model.config
+    h = hashlib.sha256(f"{cfg.model_type}|{cfg.vocab_size}|{getattr(cfg, 'n_embd', '')}|"
+                       f"{getattr(cfg, 'n_layer', '')}".encode())
+    emb = model.get_input_embeddings().weight
+    h.update(emb[:4, :16].detach().float().cpu().numpy().round(4).tobytes())
+    return h.hexdigest()[:16]
+
+
+def read_adapter_config(path: Path) -> dict:
+    cfg_file = path / "adapter_config.json"
+    if not cfg_file.is_file():
+        raise AdapterError(f"{path} is not a LoRA adapter folder (no adapter_config.json)")
+    if not (path / "adapter_model.safetensors").is_file():
+        pickles = [p.name for p in path.glob("adapter_model.*")]
+        why = f" (found {', '.join(pickles)}: pickle files can run code, so only safetensors load)" if pickles else ""
+        raise AdapterError(f"{path} has no adapter_model.safetensors{why}")
+    try:
+        return json.loads(cfg_file.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise AdapterError(f"{cfg_file} is not valid JSON: {e}") from None
+
+
+def load_adapter_deltas(model, path: Path, model_id: str) -> dict[str, torch.Tensor]:
+    """Load a PEFT LoRA adapter onto `model` with peft, read off each layer's weight delta, and unload it.
+
+    Returns {parameter name in the base model: delta}, in the base weight's layout and dtype float32.
+    """
+    from peft import PeftModel
+    from peft.tuners.lora import LoraLayer
+
+    cfg = read_adapter_config(path)
+    base_named = cfg.get("base_model_name_or_path") or "an unnamed base"
+    meta_file = path / ADAPTER_META
+    if meta_file.is_file():
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        want, have = meta.get("base_fingerprint"), base_fingerprint(model)
+        if want and want != have:
+            raise AdapterError(f"adapter {path.name!r} was trained for base {meta.get('base_id', base_named)!r}, "
+                               f"but the loaded model is {model_id!r}; load it with its own base")
+    name = "pe_" + hashlib.sha1(str(path).encode()).hexdigest()[:8]
+    try:
+        peft_model = PeftModel.from_pretrained(model, str(path), adapter_name=name, is_trainable=False)
+    except Exception as e:
+        _restore(model)
+        raise AdapterError(f"adapter {path.name!r} (trained for base {base_named!r}) does not fit the loaded model "
+                           f"{model_id!r}: {type(e).__name__}: {str(e)[:200]}") from None
+    deltas = {}
+    try:
+        for module_name, module in peft_model.base_model.model.named_modules():
+            if isinstance(module, LoraLayer) and name in getattr(module, "lora_A", {}):
+                deltas[module_name + ".weight"] = module.get_delta_weight(name).detach().float().clone()
+    finally:
+        peft_model.base_model.unload()
+    if not deltas:
+        raise AdapterError(f"adapter {path.name!r} changed no layer of {model_id!r}")
+    return deltas
+
+
+def _restore(model) -> None:
+    """Undo a half-done peft injection so the base model stays usable after a failed load."""
+    from peft.tuners.lora import LoraLayer
+
+    for parent_name, parent in list(model.named_modules()):
+        for child_name, child in list(parent.named_children()):
+            if isinstance(child, LoraLayer) and hasattr(child, "base_layer"):
+                setattr(parent, child_name, child.base_layer)

@@ -1,0 +1,319 @@
+"""The Expander: one resident model with its adapters, and seeded, syntax-safe expansion."""
+from __future__ import annotations
+
+import random
+import re
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+
+from . import syntax
+from .adapters import base_fingerprint, load_adapter_deltas
+from .budget import approx_clip_tokens, clip_budget
+from .decoding import FastGPT2, decode_fast, decode_reference
+from .errors import AdapterError, InputError, NegativeNotSupportedError
+from .meta import ModelMeta
+from .paths import BUNDLED_LORAS
+from .sampling import RowDecoder, normalise_seed
+from .vocab import BanTable, VocabInfo
+from .wordlists import WordMatcher, nsfw_words, parse_words, read_words
+
+SEPARATOR = ", "
+DANGLING = frozenset("a an the and or of by with in on at to for from as into onto over under like featuring feat "
+                     "ft inspired trending very highly while during its his her their this that".split())
+_DANGLING_PHRASES = ("in the style", "in style", "the style", "style of", "art by", "painted by", "drawn by")
+
+
+@dataclass(frozen=True)
+class ExpandSettings:
+    temperature: float = 0.8
+    top_k: int = 50
+    top_p: float = 0.95
+    budget: int = 0  # CLIP tokens for the addition; 0 fills the current 75-token chunk
+    safe_mode: bool = True
+    blocklist: tuple[str, ...] = ()
+    positive_vocab: tuple[str, ...] = ()
+    positive_bias: float = 2.0
+    min_new_tokens: int = 4
+    negative: bool = False
+    fast: bool = True  # False runs the stock transformers generate() loop (the reference)
+
+    def validated(self) -> "ExpandSettings":
+        t, k, p = self.temperature, self.top_k, self.top_p
+        if not isinstance(t, (int, float)) or t != t:
+            raise InputError(f"temperature must be a number, got {t!r}")
+        if not isinstance(k, int) or k < 0:
+            raise InputError(f"top_k must be a whole number >= 0 (0 turns it off), got {k!r}")
+        if not isinstance(p, (int, float)) or not (0 < p <= 1):
+            raise InputError(f"top_p must be in (0, 1], got {p!r}")
+        if not isinstance(self.budget, int) or self.budget < 0:
+            raise InputError(f"budget must be a whole number of CLIP tokens >= 0 (0 = auto), got {self.budget!r}")
+        return self
+
+    def public(self) -> dict:
+        d = asdict(self)
+        d["blocklist"], d["positive_vocab"] = list(self.blocklist), list(self.positive_vocab)
+        return d
+
+
+@dataclass
+class ExpansionResult:
+    """Everything a host needs to show, store in image metadata and reproduce an expansion."""
+    text: str
+    added: str
+    original: str
+    seed: int
+    clip_tokens: int
+    clip_budget: int
+    model: str
+    adapters: list = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def _as_words(value) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return tuple(parse_words(value))
+    return tuple(w for item in value for w in parse_words(str(item)))
+
+
+def make_settings(**kw) -> ExpandSettings:
+    for key in ("blocklist", "positive_vocab"):
+        if key in kw:
+            kw[key] = _as_words(kw[key])
+    unknown = set(kw) - set(ExpandSettings.__dataclass_fields__)
+    if unknown:
+        raise TypeError(f"unknown expand settings: {sorted(unknown)}")
+    return ExpandSettings(**kw).validated()
+
+
+class Expander:
+    def __init__(self, model, tokenizer, folder: Path | None, model_id: str):
+        self.model, self.tokenizer = model, tokenizer
+        self.folder, self.model_id = folder, model_id
+        self.meta = ModelMeta.read(folder)
+        self.vocab = VocabInfo(tokenizer, model.get_input_embeddings().weight.shape[0])
+        self.fingerprint = base_fingerprint(model)
+        self.adapters: dict[str, dict[str, torch.Tensor]] = {}
+        self._base_weights: dict[str, torch.Tensor] = {}
+        self._active_style: tuple = ()
+        self._ban_cache: dict = {}
+        self._lock = threading.RLock()
+        self.fast_supported = getattr(model.config, "model_type", None) in FastGPT2.SUPPORTED
+        self.n_positions = (getattr(model.config, "n_positions", None)
+                            or getattr(model.config, "max_position_embeddings", None) or 1024)
+
+    # ----- adapters ---------------------------------------------------------------------------
+    def resolve_adapter(self, name_or_path: str, search: Iterable[Path] = ()) -> Path:
+        p = Path(name_or_path).expanduser()
+        if p.is_dir():
+            return p.resolve()
+        for root in [*search, BUNDLED_LORAS]:
+            if (Path(root) / name_or_path).is_dir():
+                return (Path(root) / name_or_path).resolve()
+        raise AdapterError(f"no adapter {name_or_path!r} (looked in {', '.join(str(r) for r in [*search, BUNDLED_LORAS])})")
+
+    def load_adapter(self, name_or_path: str, name: str | None = None, search: Iterable[Path] = ()) -> str:
+        """Load a PEFT LoRA folder once; later style switches reuse it. Returns its name."""
+        path = self.resolve_adapter(name_or_path, search)
+        name = name or path.name
+        with self._lock:
+            if name not in self.adapters:
+                self._set_style(())  # peft must see the pristine base weights
+                deltas = load_adapter_deltas(self.model, path, self.model_id)
+                params = dict(self.model.named_parameters())
+                missing = [k for k in deltas if k not in params]
+                if missing:
+                    raise AdapterError(f"adapter {name!r} targets layers the base lacks: {missing[:3]}")
+                self.adapters[name] = {k: v.to(params[k].device) for k, v in deltas.items()}
+        return name
+
+    def parse_styles(self, specs, search: Iterable[Path] = ()) -> tuple:
+        """['photo', 'anime:0.5', 'path/to/lora:0.7'] -> (('photo', 1.0), ('anime', 0.5), ...), loading as needed."""
+        out = []
+        for spec in specs or ():
+            if isinstance(spec, (tuple, list)):
+                ref, weight = spec[0], float(spec[1])
+            else:
+                ref, _, w = str(spec).rpartition(":") if re.search(r":-?[\d.]+$", str(spec)) else (str(spec), "", "1")
+                try:
+                    weight = float(w)
+                except ValueError:
+                    raise InputError(f"bad adapter weight in {spec!r}") from None
+            out.append((self.load_adapter(ref, search=search), weight))
+        return tuple((n, w) for n, w in out if w != 0)
+
+    @torch.no_grad()
+    def _set_style(self, style: tuple) -> None:
+        """Rewrite the targeted weights in place as base + sum(weight * delta); the base is never reloaded."""
+        if style == self._active_style:
+            return
+        params = dict(self.model.named_parameters())
+        touched = {k for name, _ in style for k in self.adapters[name]} | set(self._base_weights)
+        for k in touched:
+            if k not in self._base_weights:
+                self._base_weights[k] = params[k].detach().clone()
+            new = self._base_weights[k].float()
+            for name, weight in style:
+                delta = self.adapters[name].get(k)
+                if delta is not None:
+                    new = new + weight * delta
+            params[k].copy_(new.to(params[k].dtype))
+        self._active_style = style
+
+    def model_for_style(self, style: tuple):
+        with self._lock:
+            self._set_style(tuple(style))
+        return self.model
+
+    # ----- expansion --------------------------------------------------------------------------
+    def _bans(self, settings: ExpandSettings, user_words: tuple[str, ...]) -> BanTable:
+        cased = not self.meta.lowercase
+
+        def table(key, words):
+            if key not in self._ban_cache:
+                self._ban_cache[key] = BanTable().add_words(self.tokenizer, words, cased)
+            return self._ban_cache[key]
+
+        bans = table(("blocklist", settings.blocklist), settings.blocklist)
+        if settings.safe_mode:
+            bans = bans.merge(table(("nsfw",), nsfw_words()))
+        return bans.merge(BanTable().add_words(self.tokenizer, user_words, cased))
+
+    def _bias(self, settings: ExpandSettings) -> torch.Tensor | None:
+        if not settings.positive_vocab:
+            return None
+        bias = torch.zeros(self.vocab.vocab_size)
+        for phrase in settings.positive_vocab:
+            phrase = phrase.lower() if self.meta.lowercase else phrase
+            ids = self.tokenizer.encode(" " + phrase, add_special_tokens=False)
+            if ids:
+                bias[ids[0]] = settings.positive_bias
+        return bias
+
+    def _context_ids(self, plain: str, max_new: int) -> list[int]:
+        text = plain.lower() if self.meta.lowercase else plain
+        # The trailing comma asks the model for a new modifier: the expansion never edits the user's last phrase.
+        body = self.tokenizer.encode(text + ",", add_special_tokens=False) if text else []
+        start = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.vocab.eos_id
+        room = max(1, self.n_positions - max_new - 1)
+        return [start, *body[-room:]]  # a huge prompt keeps its end: what the expansion follows
+
+    def expand(self, text: str, seed=0, **kw) -> ExpansionResult:
+        return self.expand_many(text, 1, seed, **kw)[0]
+
+    def expand_many(self, text: str, n: int, seed=0, *, styles=(), count: Callable[[str], int] | None = None,
+                    should_stop: Callable[[], None] | None = None, on_progress: Callable[[int, int], None] | None = None,
+                    **kw) -> list[ExpansionResult]:
+        """n variations in one batched decode; variation i is exactly expand(text, seed + i)."""
+        if not isinstance(text, str):
+            raise InputError(f"text must be a string, got {type(text).__name__}")
+        if not text.strip():
+            raise InputError("nothing to expand: the prompt is empty")
+        if not isinstance(n, int) or n < 1:
+            raise InputError(f"number of variations must be >= 1, got {n!r}")
+        settings = make_settings(**kw)
+        base_seed = normalise_seed(seed)
+        seeds = [normalise_seed(base_seed + i) for i in range(n)]
+        count_fn = count or approx_clip_tokens
+        budget = clip_budget(text, settings.budget, count_fn)
+        with self._lock:
+            style = self.parse_styles(styles)
+            self._set_style(style)
+            if settings.negative:
+                added = [self._negative(text, s, budget, count_fn) for s in seeds]
+            else:
+                added = self._decode(text, seeds, settings, budget, count_fn, should_stop, on_progress)
+        results = []
+        for s, add in zip(seeds, added):
+            results.append(ExpansionResult(
+                text=syntax.join_expansion(text, add), added=add, original=text, seed=s,
+                clip_tokens=count_fn(SEPARATOR + add) if add else 0, clip_budget=budget, model=self.model_id,
+                adapters=[list(x) for x in style], settings=settings.public()))
+        return results
+
+    def _decode(self, text, seeds, settings, budget, count_fn, should_stop, on_progress) -> list[str]:
+        plain = syntax.plain_words(text)
+        user_words = tuple(syntax.content_words(text))
+        max_new = min(budget * 2 + 8, self.n_positions // 2)
+        rows = RowDecoder(self.vocab, self._bans(settings, user_words), seeds,
+                          temperature=float(settings.temperature), top_k=settings.top_k, top_p=float(settings.top_p),
+                          budget=budget, count=count_fn, separator=SEPARATOR,
+                          min_new_tokens=min(settings.min_new_tokens, max_new), max_new_tokens=max_new,
+                          bias=self._bias(settings))
+        context = self._context_ids(plain, max_new)
+        stop = should_stop
+        if on_progress is not None:
+            def stop():
+                on_progress(rows.steps, max_new)
+                if should_stop is not None:
+                    should_stop()
+        if settings.fast and self.fast_supported:
+            decode_fast(self.model, context, rows, stop)
+        else:
+            decode_reference(self.model, context, rows, stop)
+        blocked = WordMatcher([*settings.blocklist, *(nsfw_words() if settings.safe_mode else ()), *user_words])
+        return [self.finish(rows.row_text(r), budget, count_fn, blocked, text) for r in range(rows.n)]
+
+    @staticmethod
+    def finish(added: str, budget: int, count_fn, blocked: WordMatcher, user_text: str) -> str:
+        """Clean the decoded addition: no syntax, no repeated or blocked modifier, no dangling ending."""
+        added = syntax.sanitize_added(added)
+        seen = {s.strip().lower() for s in syntax.plain_words(user_text).split(",")}
+        segments = []
+        for seg in added.split(","):
+            seg = " ".join(seg.split())
+            key = seg.lower()
+            if not seg or key in seen or (blocked and blocked.search(seg)):
+                continue
+            seen.add(key)
+            segments.append(seg)
+        added = SEPARATOR.join(segments)
+        while added and count_fn(SEPARATOR + added) > budget:
+            added = added[: max(added.rfind(" "), 0)]
+        return strip_dangling(added)
+
+    def _negative(self, text: str, seed: int, budget: int, count_fn) -> str:
+        """Negative mode: seeded picks from the model's negative vocabulary that the prompt lacks."""
+        vocab_file = self.meta.negative_vocabulary
+        if not vocab_file or self.folder is None or not (self.folder / vocab_file).is_file():
+            raise NegativeNotSupportedError(
+                f"model {self.model_id!r} has no negative-prompt behaviour (no negative vocabulary in its "
+                "prompt_expander.json); expand only the positive prompt with it")
+        terms = read_words(self.folder / vocab_file)
+        present = WordMatcher(terms)
+        have = set(present.findall(text))
+        pool = [t for t in terms if t not in have]
+        random.Random(seed).shuffle(pool)
+        picked: list[str] = []
+        for term in pool:
+            if count_fn(SEPARATOR + SEPARATOR.join(picked + [term])) > min(budget, 40):
+                break
+            picked.append(term)
+        return SEPARATOR.join(picked)
+
+
+def strip_dangling(text: str) -> str:
+    """Never end on a half phrase: a trailing comma, "by", "and", "in the style" and the like."""
+    while True:
+        text = text.rstrip(" ,;:-&+/.'\"!?")
+        lower = text.lower()
+        cut = next((p for p in _DANGLING_PHRASES if lower.endswith(" " + p) or lower == p), None)
+        if cut:
+            text = text[: len(text) - len(cut)]
+            continue
+        words = text.rsplit(None, 1)
+        if words and words[-1].lower() in DANGLING:
+            text = words[0] if len(words) > 1 else ""
+            continue
+        return text

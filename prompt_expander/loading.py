@@ -1,0 +1,188 @@
+"""Loading GPT-2-family models from safetensors folders or the hub, and the process-wide resident cache."""
+from __future__ import annotations
+
+import gc
+import os
+import re
+import threading
+from pathlib import Path
+
+import torch
+
+from .errors import ModelLoadError, UnsafeWeightsError
+from .paths import DEFAULT_MODEL, user_models_dir
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer_config.json")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
+          "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+
+_cache: dict[tuple, "object"] = {}
+_lock = threading.RLock()
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    if device in (None, "auto", "gpu"):
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if device == "gpu" and getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype, device: torch.device) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if dtype not in DTYPES:
+        raise ModelLoadError(f"unknown dtype {dtype!r}; use auto, fp32, fp16 or bf16")
+    return DTYPES[dtype]
+
+
+def _check_weights(folder: Path) -> None:
+    files = [p.name for p in folder.iterdir() if p.is_file()]
+    if any(f.endswith(".safetensors") for f in files):
+        return
+    pickles = [f for f in files if f.endswith(PICKLE_SUFFIXES)]
+    if pickles:
+        raise UnsafeWeightsError(
+            f"{folder} has only pickle weights ({', '.join(sorted(pickles))}). Pickle files can run arbitrary "
+            "code when loaded, so Prompt Expander loads safetensors only. Convert once where you trust the file:\n"
+            "  python -c \"from transformers import AutoModelForCausalLM as M; "
+            f"M.from_pretrained(r'{folder}').save_pretrained(r'{folder}', safe_serialization=True)\"")
+    raise ModelLoadError(f"{folder} has no model weights (expected model.safetensors)")
+
+
+def _download(repo_id: str) -> Path:
+    """Fetch a hub model into the normal Hugging Face cache (safetensors and tokenizer files only)."""
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:  # pragma: no cover
+        raise ModelLoadError(f"{repo_id!r} is not a folder and huggingface_hub is missing") from None
+    patterns = ["*.json", "*.safetensors", "*.txt", "*.model"]
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=_offline()))
+    except Exception:
+        try:
+            return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
+        except Exception:
+            target = user_models_dir() / repo_id.split("/")[-1]
+            raise ModelLoadError(
+                f"model {repo_id!r} is not in the Hugging Face cache and the hub cannot be reached (offline?). "
+                f"Download the model folder (config.json, model.safetensors, tokenizer files) and put it at "
+                f"{target}, or pass its folder path.") from None
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false") or \
+        os.environ.get("TRANSFORMERS_OFFLINE", "0") not in ("0", "", "false")
+
+
+def resolve_model_folder(name_or_path: str | os.PathLike | None) -> tuple[Path, str]:
+    """(local folder, model id for metadata). None means the bundled default model."""
+    if name_or_path in (None, "", "default"):
+        if not (DEFAULT_MODEL / "config.json").is_file():
+            raise ModelLoadError(
+                f"the default model is missing from {DEFAULT_MODEL}. It is produced by "
+                "`python -m prompt_expander train-base` (see models/README.md); pass --model PATH|HUB_ID meanwhile.")
+        return DEFAULT_MODEL, "default"
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path.resolve(), path.name
+    for root in (user_models_dir(),):
+        if (root / str(name_or_path)).is_dir():
+            return (root / str(name_or_path)).resolve(), str(name_or_path)
+    if _HUB_ID.match(str(name_or_path)) and not path.exists():
+        return _download(str(name_or_path)), str(name_or_path)
+    raise ModelLoadError(f"no model folder {str(name_or_path)!r} (and it is not a hub id like 'org/name')")
+
+
+def folder_signature(folder: Path) -> tuple:
+    """(name, size, mtime) of the folder's files: a changed file means a fresh load."""
+    try:
+        return tuple(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file()))
+    except OSError as e:
+        raise ModelLoadError(f"cannot read {folder}: {e}") from None
+
+
+def _load_tokenizer(folder: Path):
+    from transformers import AutoTokenizer, GPT2TokenizerFast
+
+    if not any((folder / f).is_file() for f in TOKENIZER_FILES):
+        raise ModelLoadError(f"{folder} has no tokenizer (expected tokenizer.json, or vocab.json + merges.txt)")
+    try:
+        tok = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False)
+    except Exception as first:
+        try:
+            tok = GPT2TokenizerFast.from_pretrained(str(folder))
+        except Exception:
+            raise ModelLoadError(f"cannot load the tokenizer in {folder}: {first}") from None
+    if tok.eos_token_id is None:
+        raise ModelLoadError(f"the tokenizer in {folder} has no EOS token")
+    return tok
+
+
+def _load_model(folder: Path, device: torch.device, dtype: torch.dtype):
+    import transformers
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        config = AutoConfig.from_pretrained(str(folder), trust_remote_code=False)
+    except Exception as e:
+        raise ModelLoadError(f"cannot read {folder / 'config.json'}: {e}") from None
+    dtype_kw = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(folder), config=config, use_safetensors=True,
+                                                     trust_remote_code=False, **{dtype_kw: dtype})
+    except Exception as e:
+        raise ModelLoadError(f"cannot load the weights in {folder} (corrupt or incomplete file?): "
+                             f"{type(e).__name__}: {str(e)[:300]}") from None
+    model.to(device)
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def load_expander(name_or_path=None, device="cpu", dtype="auto"):
+    """The resident Expander for a model; a second call with the same files, device and dtype is a dict lookup."""
+    from .expander import Expander
+
+    folder, model_id = resolve_model_folder(name_or_path)
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    key = (str(folder), folder_signature(folder), str(dev), str(dt))
+    with _lock:
+        hit = _cache.get(key)
+        if hit is not None:
+            return hit
+        stale = [k for k in _cache if k[0] == key[0] and k[2:] == key[2:]]
+        for k in stale:  # the files changed on disk: drop the old copy before loading the new
+            del _cache[k]
+        if not folder.is_dir():
+            raise ModelLoadError(f"{folder} is not a folder")
+        _check_weights(folder)
+        tokenizer = _load_tokenizer(folder)
+        model = _load_model(folder, dev, dt)
+        exp = Expander(model, tokenizer, folder, model_id)
+        _cache[key] = exp
+        return exp
+
+
+def cached_expanders() -> list:
+    with _lock:
+        return list(_cache.values())
+
+
+def unload(expander=None) -> int:
+    """Drop one resident model (or all of them); returns how many were freed."""
+    with _lock:
+        keys = [k for k, v in _cache.items() if expander is None or v is expander]
+        for k in keys:
+            del _cache[k]
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return len(keys)

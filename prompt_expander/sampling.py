@@ -1,0 +1,153 @@
+"""Per-row seeded sampling with bans, bias, temperature, top-k and top-p, and the clean-ending rules."""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+from .vocab import BanTable, VocabInfo
+
+SEED_SPACE = 2**64
+
+
+def normalise_seed(seed) -> int:
+    """Any integer (negative, huge) maps onto [0, 2**64): seeds are normalised, never rejected."""
+    if isinstance(seed, bool):
+        seed = int(seed)
+    if isinstance(seed, float):
+        if not math.isfinite(seed) or seed != int(seed):
+            from .errors import InputError
+            raise InputError(f"seed must be a whole number, got {seed!r}")
+        seed = int(seed)
+    if isinstance(seed, str):
+        try:
+            seed = int(seed.strip())
+        except ValueError:
+            from .errors import InputError
+            raise InputError(f"seed must be a whole number, got {seed!r}") from None
+    return int(seed) % SEED_SPACE
+
+
+def warp_logits(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
+    """Temperature, then top-k, then top-p, in the order and with the tie rules of transformers' warpers."""
+    logits = logits / temperature
+    if top_k and top_k < logits.size(-1):
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1, None]
+        logits = logits.masked_fill(logits < kth, -math.inf)
+    if top_p < 1.0:
+        sorted_logits, sorted_idx = torch.sort(logits, descending=False, dim=-1)
+        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        remove_sorted = cumulative <= (1 - top_p)
+        remove_sorted[..., -1:] = False  # always keep the most likely token
+        remove = remove_sorted.scatter(-1, sorted_idx, remove_sorted)
+        logits = logits.masked_fill(remove, -math.inf)
+    return logits
+
+
+def gumbel_noise(generator: torch.Generator, n: int) -> torch.Tensor:
+    """argmax(logits + this) is an exact draw from softmax(logits); each row owns its generator,
+    so a row's draws never depend on what else is in the batch."""
+    u = torch.rand(n, generator=generator, dtype=torch.float32)
+    return -torch.log(-torch.log(u.clamp_(min=1e-20, max=1 - 1e-7)))
+
+
+class RowDecoder:
+    """Chooses the next token of every row and tracks where each row may cleanly stop."""
+
+    def __init__(self, vocab: VocabInfo, bans: BanTable, seeds, *, temperature: float, top_k: int, top_p: float,
+                 budget: int, count: Callable[[str], int], separator: str, min_new_tokens: int,
+                 max_new_tokens: int, bias: torch.Tensor | None = None):
+        self.vocab, self.bans = vocab, bans
+        self.greedy = temperature <= 0
+        self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
+        self.budget, self.count, self.separator = budget, count, separator
+        self.min_new_tokens, self.max_new_tokens = min_new_tokens, max_new_tokens
+        self.n = len(seeds)
+        self.generators = [torch.Generator().manual_seed(s) for s in seeds]
+        self.tokens: list[list[int]] = [[] for _ in seeds]
+        self.segment: list[list[int]] = [[] for _ in seeds]
+        self.segment_bans = [BanTable() for _ in seeds]
+        self.clean_len = [0] * self.n  # tokens up to the last word boundary that fits the budget
+        self.done = [False] * self.n
+        self.ended_by_eos = [False] * self.n
+        static = vocab.forbidden.clone()
+        static[list(bans.single_tokens())] = True
+        self.static_mask = static
+        self.bias = bias
+        self.steps = 0
+
+    @property
+    def all_done(self) -> bool:
+        return all(self.done)
+
+    def choose(self, logits: torch.Tensor) -> torch.Tensor:
+        """Next token per row, from logits of shape [rows, vocab]; finished rows get EOS."""
+        logits = logits.float()
+        vocab_n = logits.size(-1)
+        mask = self.static_mask[:vocab_n].to(logits.device).expand(self.n, vocab_n).clone()
+        eos = self.vocab.eos_id
+        if self.steps < self.min_new_tokens and eos is not None:
+            mask[:, eos] = True
+        for r in range(self.n):
+            if self.done[r]:
+                continue
+            # Modifier repeats are matched from the segment start, word bans anywhere.
+            extra = self.bans.banned_after(self.tokens[r]) | self.segment_bans[r].by_prefix.get(tuple(self.segment[r]), set())
+            last = self.tokens[r][-1] if self.tokens[r] else None
+            if last is not None and self.vocab.starts_word[last] and not self.vocab.has_comma[last]:
+                extra = extra | {last}  # no "part part part": a word never follows itself
+            if extra:
+                mask[r, list(extra)] = True
+        logits = logits.masked_fill(mask, -math.inf)
+        if self.bias is not None:
+            logits = logits + self.bias[:vocab_n].to(logits.device)
+        if self.greedy:
+            choice = logits.argmax(dim=-1)
+        else:
+            warped = warp_logits(logits, self.temperature, self.top_k, self.top_p)
+            noise = torch.stack([gumbel_noise(g, vocab_n) if not d else torch.zeros(vocab_n)
+                                 for g, d in zip(self.generators, self.done)]).to(logits.device)
+            choice = (warped + noise).argmax(dim=-1)
+        dead = torch.isinf(logits).all(dim=-1)  # everything banned: end the row rather than emit junk
+        if eos is not None:
+            choice = torch.where(dead, torch.full_like(choice, eos), choice)
+        choice_list = choice.tolist()
+        for r, tok in enumerate(choice_list):
+            if not self.done[r]:
+                self._advance(r, tok)
+            elif eos is not None:
+                choice_list[r] = eos
+        self.steps += 1
+        return torch.tensor(choice_list, device=logits.device)
+
+    def _fits(self, ids) -> bool:
+        return self.count(self.separator + self.vocab.decode(ids)) <= self.budget
+
+    def _advance(self, r: int, tok: int) -> None:
+        tokens = self.tokens[r]
+        is_eos = tok == self.vocab.eos_id
+        if is_eos or self.vocab.starts_word[tok]:
+            # Everything before this token is whole words: remember it if it still fits the budget.
+            if self._fits(tokens):
+                self.clean_len[r] = len(tokens)
+            elif tokens:
+                self.done[r] = True
+                return
+        if is_eos:
+            self.done[r] = True
+            self.ended_by_eos[r] = True
+            return
+        tokens.append(tok)
+        if self.vocab.has_comma[tok]:
+            seg = self.segment[r]
+            if seg:  # a finished modifier may not be written again
+                self.segment_bans[r].add(seg)
+            self.segment[r] = []
+        else:
+            self.segment[r].append(tok)
+        if len(tokens) >= self.max_new_tokens:
+            self.done[r] = True
+
+    def row_text(self, r: int) -> str:
+        return self.vocab.decode(self.tokens[r][: self.clean_len[r]])

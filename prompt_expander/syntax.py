@@ -1,0 +1,122 @@
+"""The syntax guard: plain words for the model's context, and a join that never breaks prompt syntax."""
+from __future__ import annotations
+
+import re
+
+# Characters that carry meaning in A1111/ComfyUI/dynamic-prompts syntax. The expansion never contains
+# them, so whatever it appends cannot open, close or re-weight anything.
+SYNTAX_CHARS = frozenset("()[]{}<>|\\:_")
+_KEYWORDS = re.compile(r"\b(?:BREAK|AND)\b")  # upper-case only: that is how the hosts spell them
+
+_EXTRA_NETWORK = re.compile(r"<[^<>]*>")
+_ESCAPE = re.compile(r"\\(.)", re.DOTALL)
+_WILDCARD = re.compile(r"__([^_\s](?:[^\s]*?[^_\s])?)__")
+_VARIANT = re.compile(r"\{([^{}]*)\}")
+_VARIANT_PREFIX = re.compile(r"^\s*[\d\-\s]*\$\$(?:[^$]*\$\$)?")
+_SQUARE = re.compile(r"\[([^\[\]]*)\]")
+_EDIT_FROM_TO = re.compile(r"^(.*?):(.*):\s*[\d.]+\s*$", re.DOTALL)
+_EDIT_ADD = re.compile(r"^(.*):\s*[\d.]+\s*$", re.DOTALL)
+_ROUND = re.compile(r"\(([^()]*)\)")
+_WEIGHT = re.compile(r":\s*-?[\d.]+\s*$")
+_EMBEDDING = re.compile(r"\bembedding:[^\s,()\[\]{}<>]+", re.IGNORECASE)
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff]")
+_WS = re.compile(r"\s+")
+_SYNTAX_RUN = re.compile("[" + re.escape("".join(sorted(SYNTAX_CHARS))) + "]+")
+
+
+def _innermost(pattern: re.Pattern, text: str, repl) -> str:
+    """Apply `repl` to innermost bracket pairs until none are left (handles nesting)."""
+    for _ in range(1000):
+        new = pattern.sub(repl, text)
+        if new == text:
+            return new
+        text = new
+    return text
+
+
+def _square(m: re.Match) -> str:
+    body = m.group(1)
+    if "|" in body:  # alternation [a|b]: the first alternative stands for all
+        return " " + body.split("|", 1)[0] + " "
+    edit = _EDIT_FROM_TO.match(body)
+    if edit:  # [from:to:when]: the prompt ends on "to"
+        to, frm = edit.group(2).strip(), edit.group(1).strip()
+        return " " + (to or frm) + " "
+    add = _EDIT_ADD.match(body)
+    if add:  # [x:when] adds x, [x::when] removes it
+        return " " + add.group(1).rstrip(":") + " "
+    return " " + body + " "
+
+
+def _variant(m: re.Match) -> str:
+    options = _VARIANT_PREFIX.sub("", m.group(1)).split("|")
+    return " " + options[0] + " "
+
+
+def plain_words(text: str) -> str:
+    """The words of a prompt with every piece of syntax resolved or removed.
+
+    This is the only thing the model sees of the user's prompt. The result contains no SYNTAX_CHARS.
+    """
+    text = _CONTROL.sub(" ", text)
+    text = text.replace("\r", "\n")
+    text = _ESCAPE.sub(lambda m: " " if m.group(1) in SYNTAX_CHARS else m.group(0), text)
+    text = _EXTRA_NETWORK.sub(" ", text)
+    text = _WILDCARD.sub(lambda m: " " + re.sub(r"[/_\-]+", " ", m.group(1)) + " ", text)
+    text = _innermost(_VARIANT, text, _variant)
+    text = _innermost(_ROUND, text, lambda m: " " + _WEIGHT.sub("", m.group(1)) + " ")
+    text = _innermost(_SQUARE, text, _square)
+    text = _EMBEDDING.sub(" ", text)
+    text = _KEYWORDS.sub(",", text)
+    text = text.replace("\n", ",")
+    text = _SYNTAX_RUN.sub(" ", text)
+    parts = [_WS.sub(" ", p).strip() for p in text.split(",")]
+    return ", ".join(p for p in parts if p)
+
+
+def strip_trailing(text: str) -> str:
+    """The user's text with trailing whitespace and commas removed: the only normalisation allowed."""
+    return text.rstrip().rstrip(",").rstrip()
+
+
+def join_expansion(user_text: str, added: str) -> str:
+    """User text verbatim (bar trailing whitespace/comma), then the expansion as new comma segments."""
+    base = strip_trailing(user_text)
+    if not added:
+        return base
+    if not base:
+        return added
+    trailing_backslashes = len(base) - len(base.rstrip("\\"))
+    sep = " , " if trailing_backslashes % 2 else ", "  # never let a trailing "\" escape our comma
+    return base + sep + added
+
+
+def sanitize_added(text: str) -> str:
+    """Belt and braces for the expansion: drop syntax characters and keywords, tidy commas."""
+    text = _CONTROL.sub(" ", text).replace("\n", " ")
+    text = _SYNTAX_RUN.sub(" ", text)
+    text = _KEYWORDS.sub(",", text)
+    parts = [_WS.sub(" ", p).strip() for p in text.split(",")]
+    return ", ".join(p for p in parts if p)
+
+
+_STOPWORDS = frozenset(
+    "a an the of and or with by in on at to for from as is are be it its this that these those into onto over "
+    "under very very much more most some any no not his her their our your my he she they we you i me him them "
+    "while who which what where when how than then there here".split()
+)
+_WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?")
+
+
+def content_words(text: str) -> list[str]:
+    """Lower-cased words of the user's prompt worth not repeating (no stop words, no numbers)."""
+    words = []
+    for w in _WORD.findall(plain_words(text).lower()):
+        if len(w) >= 3 and w not in _STOPWORDS and not w.isdigit():
+            words.append(w)
+    return list(dict.fromkeys(words))
+
+
+def last_chunk_text(text: str) -> str:
+    """The part of a prompt after its last BREAK, i.e. the CLIP chunk an expansion lands in."""
+    return re.split(r"\bBREAK\b", text)[-1]

@@ -1,0 +1,189 @@
+"""`train-lora`: fine-tune a PEFT LoRA adapter (or only the last k blocks) on any GPT-2-family base."""
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import time
+from pathlib import Path
+
+from .adapters import ADAPTER_META, base_fingerprint
+from .fileio import atomic_path, iter_lines, write_json_atomic, write_text_atomic
+from .meta import META_FILE, ModelMeta
+from .training import add_loop_arguments, loop_config, run_training, save_pretrained_atomic
+
+GPT2_TARGETS = "c_attn,c_proj,c_fc"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", help="folder with train.txt/val.txt (from `prepare`), or a prompts file")
+    p.add_argument("--val", help="validation prompts file (default: DATA/val.txt)")
+    p.add_argument("--base", default=None, help="base model folder or hub id, e.g. gpt2 (default: models/default)")
+    p.add_argument("--out", required=True, help="output adapter folder")
+    p.add_argument("--select", default="",
+                   help="keep only prompts containing one of these comma-separated keywords (a style subset)")
+    p.add_argument("--r", type=int, default=16, help="LoRA rank (default 16)")
+    p.add_argument("--alpha", type=float, default=32, help="LoRA alpha (default 32)")
+    p.add_argument("--lora-dropout", type=float, default=0.05)
+    p.add_argument("--target-modules", default=GPT2_TARGETS, help=f"comma-separated (default {GPT2_TARGETS})")
+    p.add_argument("--freeze-last-k", type=int, default=0,
+                   help="instead of LoRA, train only the last K transformer blocks (writes a full model)")
+    p.add_argument("--merge", metavar="DIR", help="also write a standalone merged model (base + adapter) to DIR")
+    add_loop_arguments(p, steps=1000, batch_size=32, lr=5e-4, warmup=50, save_every=200)
+
+
+def _style_files(args, out: Path) -> tuple[Path, Path | None]:
+    """The training/validation files, narrowed to --select keywords when given."""
+    data = Path(args.data)
+    train = data / "train.txt" if data.is_dir() else data
+    val = Path(args.val) if args.val else (data / "val.txt" if data.is_dir() else None)
+    val = val if val is not None and val.exists() else None
+    if not args.select:
+        return train, val
+    words = [w.strip().lower() for w in args.select.split(",") if w.strip()]
+    pattern = re.compile(r"\b(?:" + "|".join(re.escape(w) for w in words) + r")\b", re.IGNORECASE)
+    subset = out / "cache"
+    subset.mkdir(parents=True, exist_ok=True)
+    result = []
+    for name, src in (("train", train), ("val", val)):
+        if src is None:
+            result.append(None)
+            continue
+        dst = subset / f"{name}.selected.txt"
+        if not dst.exists():
+            with atomic_path(dst) as tmp, open(tmp, "w", encoding="utf-8") as f:
+                for line in iter_lines(src):
+                    if pattern.search(line):
+                        f.write(line + "\n")
+        result.append(dst)
+    return result[0], result[1]
+
+
+def load_base(base):
+    from .loading import _check_weights, _load_model, _load_tokenizer, resolve_model_folder
+
+    folder, model_id = resolve_model_folder(base)
+    _check_weights(folder)
+    import torch
+    model = _load_model(folder, torch.device("cpu"), torch.float32)
+    model.requires_grad_(True)
+    return folder, model_id, model, _load_tokenizer(folder)
+
+
+def main(args) -> int:
+    from .dataset import PackedBatches, tokenize_file
+    from .evaluate import evaluate_lines
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    folder, base_id, model, tok = load_base(args.base)
+    meta = ModelMeta.read(folder)
+    fingerprint = base_fingerprint(model)
+    train_file, val_file = _style_files(args, out)
+    n_pos = getattr(model.config, "n_positions", 1024)
+    row_len = min(n_pos, 128)
+    bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    cache = out / "cache"
+    cache.mkdir(exist_ok=True)
+    train_data = tokenize_file(train_file, tok, meta.lowercase, bos, tok.eos_token_id, row_len, cache / "train.npz")
+    if len(train_data) == 0:
+        raise SystemExit(f"train-lora: no training prompts in {train_file}")
+    val_data = (tokenize_file(val_file, tok, meta.lowercase, bos, tok.eos_token_id, row_len, cache / "val.npz")
+                if val_file else None)
+    train = PackedBatches(train_data, row_len, args.batch_size, args.seed, pad, bos)
+    val = PackedBatches(val_data, row_len, args.batch_size, args.seed, pad, bos, shuffle=False) if val_data else None
+    print(f"base {base_id}: train {len(train_data)} prompts" + (f", val {len(val_data)}" if val_data else ""))
+
+    if args.freeze_last_k:
+        blocks = model.transformer.h
+        model.requires_grad_(False)
+        for block in list(blocks)[-args.freeze_last_k:]:
+            block.requires_grad_(True)
+        model.transformer.ln_f.requires_grad_(True)
+    else:
+        from peft import LoraConfig, get_peft_model
+        targets = [t.strip() for t in args.target_modules.split(",") if t.strip()]
+        is_conv1d = getattr(model.config, "model_type", "") == "gpt2"
+        lora = LoraConfig(r=args.r, lora_alpha=args.alpha, lora_dropout=args.lora_dropout, target_modules=targets,
+                          fan_in_fan_out=is_conv1d, bias="none", task_type="CAUSAL_LM")
+        model = get_peft_model(model, lora)
+        model.peft_config["default"].base_model_name_or_path = base_id
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    print(f"trainable parameters: {trainable:,}")
+
+    def save_final(model, state):
+        val_lines = list(iter_lines(val_file))[:3000] if val_file else []
+        if args.freeze_last_k:
+            save_pretrained_atomic(model, out)
+            for f in folder.iterdir():
+                if f.name in ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json",
+                              "special_tokens_map.json", META_FILE, "negative_vocab.txt"):
+                    shutil.copyfile(f, out / f.name)
+            base_metrics = None
+        else:
+            save_pretrained_atomic(model, out)
+            write_json_atomic(out / ADAPTER_META, {"base_id": base_id, "base_fingerprint": fingerprint,
+                                                   "select": args.select})
+            base_metrics = None
+            if val_lines:
+                with model.disable_adapter():
+                    base_metrics = evaluate_lines(model, tok, meta, val_lines)
+        metrics = evaluate_lines(model, tok, meta, val_lines) if val_lines else {}
+        state["val_metrics"], state["base_val_metrics"] = metrics, base_metrics
+        write_json_atomic(out / "training_summary.json", state)
+        write_text_atomic(out / "README.md", adapter_card(args, base_id, state, metrics, base_metrics,
+                                                          len(train_data), time.time() - started))
+        if args.merge and not args.freeze_last_k:
+            merge_to(model, tok, folder, args.merge)
+
+    state = run_training(model, train, val, loop_config(args), save_final=save_final, desc="train-lora")
+    if state.get("finished"):
+        print(f"saved to {out}")
+    return 0
+
+
+def merge_to(peft_model, tok, base_folder: Path, dest) -> None:
+    """Write base + adapter as one standalone model folder (tokenizer and meta included)."""
+    import copy
+    merged = copy.deepcopy(peft_model).merge_and_unload()
+    dest = Path(dest)
+    save_pretrained_atomic(merged, dest)
+    if not (base_folder / "vocab.json").exists() and not (base_folder / "tokenizer.json").exists():
+        tok.save_pretrained(str(dest))
+    for f in base_folder.iterdir():
+        if f.name in ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                      META_FILE, "negative_vocab.txt"):
+            shutil.copyfile(f, dest / f.name)
+    print(f"merged model written to {dest}")
+
+
+def adapter_card(args, base_id, state, metrics, base_metrics, n_train, wall_s) -> str:
+    def fmt(m):
+        return (f"CE {m['cross_entropy']:.4f}, perplexity {m['perplexity']:.2f}, bits/byte {m['bits_per_byte']:.4f}"
+                if m else "n/a")
+    kind = f"last {args.freeze_last_k} blocks fine-tuned" if args.freeze_last_k else \
+        f"LoRA r={args.r}, alpha={args.alpha}, dropout={args.lora_dropout}, targets {args.target_modules}"
+    return f"""---
+license: apache-2.0
+library_name: peft
+base_model: {base_id}
+---
+# Prompt Expander style adapter `{Path(args.out).name}`
+
+{kind}, trained by `python -m prompt_expander train-lora` on base `{base_id}`.
+
+- data: `{args.data}`{f", prompts containing any of: {args.select}" if args.select else ""} ({n_train:,} training prompts)
+- steps {state['step']}, batch {args.batch_size}, lr {args.lr}, tokens seen {state['tokens_seen']:,}, wall time {state['elapsed_s'] / 60:.1f} min ({wall_s / 60:.1f} min this run)
+- machine: {state.get('machine')}
+
+## Validation on the style subset (first 3,000 prompts)
+- base alone: {fmt(base_metrics)}
+- base + this adapter: {fmt(metrics)}
+
+## Reproduce
+```
+python -m prompt_expander train-lora {args.data} --base {args.base or 'models/default'} --out {args.out} --select "{args.select}" --r {args.r} --alpha {args.alpha} --steps {args.steps} --batch-size {args.batch_size} --lr {args.lr} --resume
+```
+"""

@@ -1,0 +1,72 @@
+"""The syntax guard: plain words for the model, verbatim user text, no broken syntax in the output."""
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from prompt_expander.syntax import (SYNTAX_CHARS, content_words, join_expansion, plain_words, sanitize_added,
+                                    strip_trailing)
+
+CASES = {
+    "(woman:1.2) portrait": "woman portrait",
+    "((masterpiece)), [blurry]": "masterpiece, blurry",
+    r"a \(cat\) in a hat": "a cat in a hat",
+    "[dog:cat:0.5] on a sofa": "cat on a sofa",
+    "[dog::0.5] alone": "dog alone",
+    "[red|blue] car": "red car",
+    "<lora:add_detail:0.7> castle <lyco:foo:1> <hypernet:bar:0.5>": "castle",
+    "embedding:easynegative photo of a man": "photo of a man",
+    "(embedding:foo:1.2) smile": "smile",
+    "a cat BREAK a dog": "a cat, a dog",
+    "__animals/cute__ in a {red|blue|2$$green} field": "animals cute in a red field",
+    "{2$$a|b|c} thing": "a thing",
+    "line one\nline two": "line one, line two",
+    "<lora:x:1>": "",
+    "((unbalanced": "unbalanced",
+    "a ]weird[ }thing{": "a weird thing",
+    "[[nested:thing:0.2]:other:0.8]": "other",
+    "cat AND dog": "cat, dog",
+    "emoji 🐱 and עברית": "emoji 🐱 and עברית",
+    "ctrl\x00\x07chars": "ctrl chars",
+}
+
+
+@pytest.mark.parametrize("text,plain", CASES.items())
+def test_plain_words(text, plain):
+    assert plain_words(text) == plain
+    assert not set(plain_words(text)) & SYNTAX_CHARS
+
+
+def test_join_keeps_user_text_and_adds_a_segment():
+    assert join_expansion("a cat,  \n", "x, y") == "a cat, x, y"
+    assert join_expansion("(a:1.2)", "x") == "(a:1.2), x"
+    assert join_expansion("foo\\", "x") == "foo\\ , x"  # a trailing backslash never escapes our comma
+    assert join_expansion("foo\\\\", "x") == "foo\\\\, x"
+    assert join_expansion("a cat", "") == "a cat"
+    assert strip_trailing("a, b ,  ") == "a, b"
+
+
+def test_sanitize_removes_syntax():
+    assert sanitize_added("a (b:1.2), [c] <lora:x> BREAK d__e") == "a b 1.2, c lora x, d e"
+
+
+def test_content_words_skip_stopwords_and_syntax():
+    assert content_words("a (Portrait:1.3) of the Woman <lora:x:1>") == ["portrait", "woman"]
+
+
+WORDS = st.sampled_from(["cat", "woman", "portrait", "BREAK", "AND", "embedding:x", "__wild__", "<lora:a:0.5>",
+                         "(x:1.2)", "[a:b:0.3]", "[a|b]", "{a|b}", "\\(", "\\)", "((", "))", "[", "]", "{", "}",
+                         "<", ">", "|", ":", "\\", ",", "\n", "  ", "🐱", "שלום", "é"])
+TEXTS = st.lists(WORDS, min_size=1, max_size=12).map(" ".join)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=TEXTS, seed=st.integers(min_value=-2**70, max_value=2**70))
+def test_expansion_keeps_text_verbatim_and_adds_no_syntax(expander, text, seed):
+    if not text.strip():
+        return
+    r = expander.expand(text, seed=seed, budget=12)
+    base = strip_trailing(text)
+    assert r.text.startswith(base)
+    assert r.text == join_expansion(text, r.added)
+    assert not set(r.added) & SYNTAX_CHARS
+    assert "BREAK" not in r.added.split() and "AND" not in r.added.split()
