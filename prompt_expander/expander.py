@@ -190,16 +190,16 @@ class Expander:
             bans = bans.merge(table(("nsfw",), nsfw_words()))
         return bans.merge(BanTable().add_words(self.tokenizer, user_words, cased))
 
-    def _bias(self, settings: ExpandSettings) -> torch.Tensor | None:
+    def _boost(self, settings: ExpandSettings) -> BanTable | None:
+        """Phrases of the positive vocabulary: each next token of a phrase being written gets the bias."""
         if not settings.positive_vocab:
             return None
-        bias = torch.zeros(self.vocab.vocab_size)
-        for phrase in settings.positive_vocab:
-            phrase = phrase.lower() if self.meta.lowercase else phrase
-            ids = self.tokenizer.encode(" " + phrase, add_special_tokens=False)
-            if ids:
-                bias[ids[0]] = settings.positive_bias
-        return bias
+        key = ("boost", settings.positive_vocab)
+        if key not in self._ban_cache:
+            words = [w.lower() for w in settings.positive_vocab] if self.meta.lowercase else settings.positive_vocab
+            self._ban_cache[key] = BanTable().add_words(self.tokenizer, words, cased=False, every_prefix=True,
+                                                        bare=False)
+        return self._ban_cache[key]
 
     def _context_ids(self, plain: str, max_new: int) -> list[int]:
         text = plain.lower() if self.meta.lowercase else plain
@@ -250,7 +250,7 @@ class Expander:
                           temperature=float(settings.temperature), top_k=settings.top_k, top_p=float(settings.top_p),
                           budget=budget, count=count_fn, separator=SEPARATOR,
                           min_new_tokens=min(settings.min_new_tokens, max_new), max_new_tokens=max_new,
-                          bias=self._bias(settings))
+                          boost=self._boost(settings), boost_value=settings.positive_bias)
         context = self._context_ids(plain, max_new)
         stop = should_stop
         if on_progress is not None:

@@ -57,7 +57,7 @@ class RowDecoder:
 
     def __init__(self, vocab: VocabInfo, bans: BanTable, seeds, *, temperature: float, top_k: int, top_p: float,
                  budget: int, count: Callable[[str], int], separator: str, min_new_tokens: int,
-                 max_new_tokens: int, bias: torch.Tensor | None = None):
+                 max_new_tokens: int, boost: BanTable | None = None, boost_value: float = 0.0):
         self.vocab, self.bans = vocab, bans
         self.greedy = temperature <= 0
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
@@ -74,7 +74,7 @@ class RowDecoder:
         static = vocab.forbidden.clone()
         static[list(bans.single_tokens())] = True
         self.static_mask = static
-        self.bias = bias
+        self.boost, self.boost_value = boost, boost_value
         self.steps = 0
 
     @property
@@ -100,8 +100,13 @@ class RowDecoder:
             if extra:
                 mask[r, list(extra)] = True
         logits = logits.masked_fill(mask, -math.inf)
-        if self.bias is not None:
-            logits = logits + self.bias[:vocab_n].to(logits.device)
+        if self.boost is not None:
+            bias = torch.zeros_like(logits)
+            for r in range(self.n):
+                nxt = self.boost.single_tokens() | self.boost.banned_after(self.tokens[r])
+                if nxt:
+                    bias[r, [t for t in nxt if t < vocab_n]] = self.boost_value
+            logits = logits + bias
         if self.greedy:
             choice = logits.argmax(dim=-1)
         else:

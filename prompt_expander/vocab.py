@@ -66,27 +66,31 @@ class VocabInfo:
 
 
 class BanTable:
-    """Token sequences that must not be generated: each bans its last token after its prefix."""
+    """Token sequences keyed by prefix: a ban list (each bans its last token after its prefix), or,
+    with every_prefix, a phrase list whose next token is boosted as the phrase is being written."""
 
     def __init__(self):
         self.by_prefix: dict[tuple, set[int]] = {}
         self.max_prefix = 0
 
-    def add(self, ids) -> None:
+    def add(self, ids, every_prefix: bool = False) -> None:
+        """Register a sequence; with every_prefix each of its tokens is listed after the tokens before it."""
         ids = tuple(ids)
-        if not ids:
-            return
-        self.by_prefix.setdefault(ids[:-1], set()).add(ids[-1])
+        for end in range(1 if every_prefix else len(ids), len(ids) + 1):
+            self.by_prefix.setdefault(ids[: end - 1], set()).add(ids[end - 1])
         self.max_prefix = max(self.max_prefix, len(ids) - 1)
 
-    def add_words(self, tokenizer, words, cased: bool) -> "BanTable":
+    def add_words(self, tokenizer, words, cased: bool, every_prefix: bool = False,
+                  bare: bool = True) -> "BanTable":
         for w in words:
             forms = {w, w.lower()}
             if cased:
                 forms |= {w.capitalize(), w.title(), w.upper()}
             for form in forms:
-                for variant in (" " + form, form):
-                    self.add(tokenizer.encode(variant, add_special_tokens=False))
+                for variant in ((" " + form, form) if bare else (" " + form,)):
+                    ids = tokenizer.encode(variant, add_special_tokens=False)
+                    if ids:
+                        self.add(ids, every_prefix)
         return self
 
     def merge(self, other: "BanTable") -> "BanTable":

@@ -1,0 +1,180 @@
+"""Expansion behaviour: seeds, batches, the reference path, clean endings, bans and bad input."""
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from prompt_expander.errors import InputError, NegativeNotSupportedError
+from prompt_expander.expander import DANGLING, strip_dangling
+from prompt_expander.sampling import normalise_seed, warp_logits
+from prompt_expander.syntax import SYNTAX_CHARS
+
+
+def test_same_seed_same_prompt_and_seeds_differ(expander):
+    a = expander.expand("a castle on a hill", seed=42)
+    assert a.text == expander.expand("a castle on a hill", seed=42).text
+    others = {expander.expand("a castle on a hill", seed=s).added for s in range(6)}
+    assert len(others) > 1
+
+
+def test_variations_equal_singles(expander):
+    many = expander.expand_many("portrait of a woman", 6, seed=100)
+    for i, r in enumerate(many):
+        single = expander.expand("portrait of a woman", seed=100 + i)
+        assert r.text == single.text and r.seed == single.seed == 100 + i
+
+
+def test_fast_path_equals_stock_generate(expander):
+    for temperature in (0.0, 0.9):
+        fast = expander.expand_many("a red fox in the snow", 3, seed=5, temperature=temperature)
+        ref = expander.expand_many("a red fox in the snow", 3, seed=5, temperature=temperature, fast=False)
+        assert [r.text for r in fast] == [r.text for r in ref]
+
+
+def test_warpers_match_transformers():
+    from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+    logits = torch.randn(4, 300, generator=torch.Generator().manual_seed(0))
+    ours = warp_logits(logits, 0.7, 20, 0.8)
+    ref = TopPLogitsWarper(0.8)(None, TopKLogitsWarper(20)(None, TemperatureLogitsWarper(0.7)(None, logits.clone())))
+    assert torch.equal(torch.isinf(ours), torch.isinf(ref))
+    assert torch.allclose(ours[~torch.isinf(ours)], ref[~torch.isinf(ref)])
+
+
+def test_sampling_distribution_matches_softmax():
+    from prompt_expander.sampling import gumbel_noise
+    logits = torch.tensor([2.0, 1.0, 0.0, -1.0])
+    g = torch.Generator().manual_seed(0)
+    counts = torch.zeros(4)
+    for _ in range(20000):
+        counts[(logits + gumbel_noise(g, 4)).argmax()] += 1
+    assert torch.allclose(counts / counts.sum(), logits.softmax(0), atol=0.015)
+
+
+def test_seed_normalisation():
+    assert normalise_seed(-1) == 2**64 - 1
+    assert normalise_seed(2**64 + 5) == 5
+    assert normalise_seed(10**40) == 10**40 % 2**64
+    assert normalise_seed("12") == 12
+    with pytest.raises(InputError):
+        normalise_seed(1.5)
+
+
+def test_negative_and_huge_seeds_work(expander):
+    assert expander.expand("a cat", seed=-5).seed == 2**64 - 5
+    assert expander.expand("a cat", seed=10**30).seed == 10**30 % 2**64
+
+
+def test_seed_is_deterministic_across_processes(tiny_model_dir):
+    code = textwrap.dedent(f"""
+        import sys; sys.path.insert(0, {str(__import__('pathlib').Path(__file__).resolve().parent.parent)!r})
+        from prompt_expander.loading import load_expander
+        print(load_expander({str(tiny_model_dir)!r}).expand("a dragon flying", seed=1234).text)
+    """)
+    outs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+            for _ in range(2)]
+    assert outs[0] == outs[1] and outs[0].startswith("a dragon flying")
+
+
+def test_clean_endings(expander):
+    for seed in range(20):
+        added = expander.expand("portrait of a woman", seed=seed, budget=10).added
+        if added:
+            assert not added.endswith((",", " ")), added
+            assert added.split()[-1].lower() not in DANGLING, added
+
+
+def test_strip_dangling():
+    assert strip_dangling("castle, art by") == "castle"
+    assert strip_dangling("a, b and, ") == "a, b"
+    assert strip_dangling("oil painting in the style of") == "oil painting"
+    assert strip_dangling("anime style") == "anime style"
+
+
+def test_no_modifier_or_input_word_repeated(expander):
+    for seed in range(15):
+        r = expander.expand("highly detailed castle", seed=seed, temperature=1.2)
+        segments = [s.strip() for s in r.added.split(",") if s.strip()]
+        assert len(segments) == len(set(segments))
+        assert "castle" not in r.added.lower().split()
+        assert "highly detailed" not in segments
+
+
+def test_blocklist_and_safe_mode(expander):
+    pushed = dict(positive_vocab=["nude", "castle"], positive_bias=40.0, temperature=0.0)
+    unsafe = expander.expand("a ship on the ocean", seed=3, safe_mode=False, **pushed)
+    assert "nude" in unsafe.added
+    safe = expander.expand("a ship on the ocean", seed=3, safe_mode=True, **pushed)
+    assert "nude" not in safe.added
+    blocked = expander.expand("a ship on the ocean", seed=3, safe_mode=False, blocklist="nude, castle", **pushed)
+    assert "nude" not in blocked.added and "castle" not in blocked.added
+
+
+def test_safe_mode_never_censors_the_user(expander):
+    r = expander.expand("nude statue in a museum", seed=1)
+    assert r.text.startswith("nude statue in a museum")
+
+
+def test_negative_mode(expander, tmp_path):
+    r = expander.expand("blurry, watermark", seed=2, negative=True)
+    assert r.text.startswith("blurry, watermark")
+    assert "blurry" not in r.added and r.added
+    assert r.added == expander.expand("blurry, watermark", seed=2, negative=True).added
+
+
+def test_negative_mode_refused_without_support(tmp_path):
+    import tiny
+    from prompt_expander.loading import load_expander
+    exp = load_expander(str(tiny.make_model_dir(tmp_path / "noneg", negative_vocab=False)))
+    with pytest.raises(NegativeNotSupportedError, match="no negative-prompt behaviour"):
+        exp.expand("ugly", negative=True)
+
+
+def test_result_object(expander):
+    r = expander.expand("a cat", seed=9, temperature=0.5)
+    d = r.to_dict()
+    assert d["original"] == "a cat" and d["seed"] == 9 and d["model"] == "tiny-gpt2"
+    assert d["settings"]["temperature"] == 0.5 and d["clip_budget"] == 73
+    assert d["text"] == str(r)
+
+
+@pytest.mark.parametrize("text", ["", "   \n\t "])
+def test_empty_text_is_a_clear_error(expander, text):
+    with pytest.raises(InputError, match="empty"):
+        expander.expand(text)
+
+
+@pytest.mark.parametrize("text", [
+    "x" * 100_000, "word " * 20_000, "ctrl\x00\x01\x1b[31m chars", "🐱🔥 emoji cat", "שלום עולם portrait",
+    "((unbalanced [brackets {here", "<lora:x:1>", "embedding:foo", "BREAK", "a\r\nmulti\nline\nprompt",
+])
+def test_odd_input_gives_a_result(expander, text):
+    r = expander.expand(text, seed=1)
+    assert r.text.startswith(text.rstrip().rstrip(",").rstrip())
+    assert not set(r.added) & SYNTAX_CHARS
+
+
+@pytest.mark.parametrize("kw,match", [
+    ({"top_p": 0.0}, "top_p"), ({"top_p": 1.5}, "top_p"), ({"top_k": -1}, "top_k"),
+    ({"temperature": float("nan")}, "temperature"), ({"budget": -3}, "budget"),
+])
+def test_bad_settings_are_clear_errors(expander, kw, match):
+    with pytest.raises(InputError, match=match):
+        expander.expand("a cat", **kw)
+
+
+def test_greedy_ignores_seed(expander):
+    assert expander.expand("a cat", seed=1, temperature=0).added == expander.expand("a cat", seed=2, temperature=-1).added
+
+
+def test_progress_and_interrupt_hooks(expander):
+    from prompt_expander.errors import Interrupted
+    seen = []
+    expander.expand("a cat", seed=1, on_progress=lambda step, total: seen.append(step))
+    assert seen and seen == sorted(seen)
+
+    def stop():
+        raise Interrupted("stop")
+    with pytest.raises(Interrupted):
+        expander.expand("a cat", seed=1, should_stop=stop)
