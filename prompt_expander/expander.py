@@ -163,11 +163,12 @@ class Expander:
         for k in touched:
             if k not in self._base_weights:
                 self._base_weights[k] = params[k].detach().clone()
-            new = self._base_weights[k].float()
+            dev = params[k].device  # a host may have moved the model since the adapter was loaded
+            new = self._base_weights[k].to(dev, torch.float32)
             for name, weight in style:
                 delta = self.adapters[name].get(k)
                 if delta is not None:
-                    new = new + weight * delta
+                    new = new + weight * delta.to(dev)
             params[k].copy_(new.to(params[k].dtype))
         self._active_style = style
 

@@ -5,6 +5,7 @@ import gc
 import os
 import re
 import threading
+import weakref
 from pathlib import Path
 
 import torch
@@ -19,6 +20,7 @@ DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16
           "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
 
 _cache: dict[tuple, "object"] = {}
+_weak_cache: "weakref.WeakValueDictionary[tuple, object]" = weakref.WeakValueDictionary()
 _lock = threading.RLock()
 
 
@@ -146,8 +148,12 @@ def _load_model(folder: Path, device: torch.device, dtype: torch.dtype):
     return model
 
 
-def load_expander(name_or_path=None, device="cpu", dtype="auto"):
-    """The resident Expander for a model; a second call with the same files, device and dtype is a dict lookup."""
+def load_expander(name_or_path=None, device="cpu", dtype="auto", resident: bool = True):
+    """The resident Expander for a model; a second call with the same files, device and dtype is a dict lookup.
+
+    resident=False lets a host own the model: it is found again while the host holds a reference and is
+    freed when the host drops it (ComfyUI's node cache).
+    """
     from .expander import Expander
 
     folder, model_id = resolve_model_folder(name_or_path)
@@ -155,8 +161,10 @@ def load_expander(name_or_path=None, device="cpu", dtype="auto"):
     dt = resolve_dtype(dtype, dev)
     key = (str(folder), folder_signature(folder), str(dev), str(dt))
     with _lock:
-        hit = _cache.get(key)
+        hit = _cache.get(key) or _weak_cache.get(key)
         if hit is not None:
+            if resident:
+                _cache[key] = hit
             return hit
         stale = [k for k in _cache if k[0] == key[0] and k[2:] == key[2:]]
         for k in stale:  # the files changed on disk: drop the old copy before loading the new
@@ -167,13 +175,15 @@ def load_expander(name_or_path=None, device="cpu", dtype="auto"):
         tokenizer = _load_tokenizer(folder)
         model = _load_model(folder, dev, dt)
         exp = Expander(model, tokenizer, folder, model_id)
-        _cache[key] = exp
+        _weak_cache[key] = exp
+        if resident:
+            _cache[key] = exp
         return exp
 
 
 def cached_expanders() -> list:
     with _lock:
-        return list(_cache.values())
+        return list({id(v): v for v in [*_cache.values(), *_weak_cache.values()]}.values())
 
 
 def unload(expander=None) -> int:
@@ -182,6 +192,8 @@ def unload(expander=None) -> int:
         keys = [k for k, v in _cache.items() if expander is None or v is expander]
         for k in keys:
             del _cache[k]
+        for k in [k for k, v in _weak_cache.items() if expander is None or v is expander]:
+            del _weak_cache[k]
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

@@ -1,0 +1,133 @@
+"""ComfyUI side of model handling: model folders, safe name resolution, and the ModelPatcher wrapper."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from ..prompt_expander.errors import ExpanderError
+from ..prompt_expander.paths import BUNDLED_LORAS, DEFAULT_MODEL, list_adapter_folders, list_model_folders
+
+FOLDER = "prompt_expander"
+DEFAULT_CHOICE = "default (bundled)"
+
+
+def register_folders() -> None:
+    """models/prompt_expander in ComfyUI's models dir; extra_model_paths.yaml entries are kept."""
+    import folder_paths
+    folder_paths.add_model_folder_path(FOLDER, os.path.join(folder_paths.models_dir, FOLDER), is_default=True)
+
+
+def model_roots() -> list[Path]:
+    import folder_paths
+    try:
+        return [Path(p) for p in folder_paths.get_folder_paths(FOLDER)]
+    except KeyError:
+        return []
+
+
+def lora_roots() -> list[Path]:
+    return [BUNDLED_LORAS, *(root / "loras" for root in model_roots())]
+
+
+def model_choices() -> list[str]:
+    return [DEFAULT_CHOICE] + sorted({p.name for p in list_model_folders(*model_roots())})
+
+
+def lora_choices() -> list[str]:
+    return sorted({p.name for p in list_adapter_folders(*lora_roots())})
+
+
+def _inside(root: Path, name: str) -> Path | None:
+    """root/name if it is a direct, real child of root: no '..', no absolute paths, no escaping links."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or os.path.isabs(name) or "\x00" in name:
+        return None
+    candidate = (root / name).resolve()
+    try:
+        candidate.relative_to(root.resolve())
+    except ValueError:
+        return None
+    return candidate if candidate.is_dir() else None
+
+
+def resolve_model(name: str) -> Path:
+    if name in (DEFAULT_CHOICE, "default"):
+        return DEFAULT_MODEL
+    for root in model_roots():
+        found = _inside(root, name)
+        if found is not None and (found / "config.json").is_file():
+            return found
+    raise ExpanderError(f"Prompt Expander: no model named {name!r} in {', '.join(map(str, model_roots())) or 'models/prompt_expander'}."
+                        " Was it renamed or deleted? Pick one from the list.")
+
+
+def resolve_lora(name: str) -> Path:
+    for root in lora_roots():
+        found = _inside(root, name)
+        if found is not None and (found / "adapter_config.json").is_file():
+            return found
+    raise ExpanderError(f"Prompt Expander: no style adapter named {name!r} in {', '.join(map(str, lora_roots()))}")
+
+
+class ExpanderModule(torch.nn.Module):
+    """What ComfyUI's ModelPatcher manages: the GPT-2 plus the writable `.device` the patcher sets.
+
+    transformers models expose `device` as a read-only property, which is why wrapping the bare
+    model crashes with "property 'device' of 'GPT2LMHeadModel' object has no setter".
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.device = next(model.parameters()).device
+
+    def get_dtype(self):
+        return next(self.model.parameters()).dtype
+
+
+class ExpanderHandle:
+    """The PROMPT_EXPANDER value passed between nodes: a resident expander, its patcher and a style stack."""
+
+    def __init__(self, expander, patcher, styles=()):
+        self.expander, self.patcher, self.styles = expander, patcher, tuple(styles)
+
+    def with_style(self, path: Path, strength: float) -> "ExpanderHandle":
+        return ExpanderHandle(self.expander, self.patcher, self.styles + ((str(path), float(strength)),))
+
+    def ready(self):
+        """Ask ComfyUI's memory manager to put the model on its load device, then hand back the expander."""
+        import comfy.model_management as mm
+        mm.load_models_gpu([self.patcher])
+        return self.expander
+
+
+def pick_device_and_dtype(device: str, dtype: str):
+    import comfy.model_management as mm
+    load = {"cpu": torch.device("cpu"), "gpu": mm.get_torch_device()}.get(device) or mm.text_encoder_device()
+    offload = mm.text_encoder_offload_device() if load.type != "cpu" else torch.device("cpu")
+    if dtype == "auto":
+        # fp16 only where ComfyUI would use it; MPS and CPU stay fp32 as ComfyUI's text encoders do.
+        use_fp16 = load.type == "cuda" and mm.should_use_fp16(load)
+        dt = torch.float16 if use_fp16 else torch.float32
+    else:
+        dt = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
+    return load, offload, dt
+
+
+def load_handle(name: str, device: str, dtype: str) -> ExpanderHandle:
+    import comfy.model_patcher
+
+    from ..prompt_expander.loading import load_expander
+
+    folder = resolve_model(name)
+    load, offload, dt = pick_device_and_dtype(device, dtype)
+    # Loaded onto the offload device; ComfyUI moves it to `load` when a node needs it. Not kept in the
+    # core's strong cache: ComfyUI's node cache owns it, so "unload models"/"free cache" really frees it.
+    expander = load_expander(str(folder), device=offload, dtype=dt, resident=False)
+    patcher = getattr(expander, "_comfy_patcher", None)
+    if patcher is None or patcher.load_device != load:
+        patcher = comfy.model_patcher.ModelPatcher(ExpanderModule(expander.model), load_device=load,
+                                                   offload_device=offload)
+        expander._comfy_patcher = patcher
+    return ExpanderHandle(expander, patcher)

@@ -1,0 +1,228 @@
+"""The ComfyUI node pack, loaded the way ComfyUI loads it, against small fakes of ComfyUI's modules."""
+import importlib.util
+import json
+import math
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+import tiny
+
+ROOT = Path(__file__).resolve().parent.parent
+FAKES = Path(__file__).resolve().parent / "comfy_fakes"
+CORE_NODES = {"CheckpointLoaderSimple": {"inputs": [], "widgets": 1}, "CLIPTextEncode": {"inputs": ["clip", "text"], "widgets": 1},
+              "EmptyLatentImage": {"inputs": [], "widgets": 3},
+              "KSampler": {"inputs": ["model", "positive", "negative", "latent_image"], "widgets": 6},
+              "VAEDecode": {"inputs": ["samples", "vae"], "widgets": 0}, "SaveImage": {"inputs": ["images"], "widgets": 1}}
+
+
+@pytest.fixture(scope="module")
+def pack(tmp_path_factory, tiny_model_dir, other_model_dir, lora_dirs):
+    """Import the repo as ComfyUI does: by path, from a folder whose name has a hyphen, as that package name."""
+    base = tmp_path_factory.mktemp("ComfyUI")
+    models = base / "models"
+    (models / "prompt_expander" / "loras").mkdir(parents=True)
+    shutil.copytree(tiny_model_dir, models / "prompt_expander" / "tiny")
+    shutil.copytree(other_model_dir, models / "prompt_expander" / "other")
+    shutil.copytree(lora_dirs["photo"], models / "prompt_expander" / "loras" / "photo")
+    (models / "prompt_expander" / "README.txt").write_text("not a model")
+    custom = base / "custom_nodes"
+    custom.mkdir()
+    (custom / "prompt-expander-main").symlink_to(ROOT, target_is_directory=True)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("FAKE_COMFY_MODELS", str(models))
+    mp.syspath_prepend(str(FAKES))
+    for name in ("folder_paths", "comfy", "comfy.model_management", "comfy.model_patcher", "comfy.utils"):
+        sys.modules.pop(name, None)
+    init = custom / "prompt-expander-main" / "__init__.py"
+    spec = importlib.util.spec_from_file_location("prompt-expander-main", init,
+                                                  submodule_search_locations=[str(init.parent)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["prompt-expander-main"] = module
+    spec.loader.exec_module(module)
+    yield module
+    mp.undo()
+
+
+@pytest.fixture
+def mm(pack):
+    import comfy.model_management as mm
+    mm.reset()
+    return mm
+
+
+def node(pack, name):
+    return pack.NODE_CLASS_MAPPINGS[name]()
+
+
+def test_node_contract(pack):
+    assert set(pack.NODE_CLASS_MAPPINGS) == set(pack.NODE_DISPLAY_NAME_MAPPINGS) == {
+        "LoadPromptExpander", "ApplyExpanderStyle", "ExpandPrompt", "ExpandPromptEncode", "ExpandPromptVariations"}
+    assert pack.WEB_DIRECTORY == "./web/js" and (ROOT / "web" / "js" / "prompt_expander.js").exists()
+    for cls in pack.NODE_CLASS_MAPPINGS.values():
+        assert cls.CATEGORY == "prompt/expansion" and hasattr(cls, cls.FUNCTION)
+        assert len(cls.RETURN_TYPES) == len(cls.RETURN_NAMES)
+        types = cls.INPUT_TYPES()
+        for section in ("required", "optional"):
+            for name, spec in types.get(section, {}).items():
+                assert spec[1].get("tooltip"), f"{cls.__name__}.{name} has no tooltip"
+    load = pack.NODE_CLASS_MAPPINGS["LoadPromptExpander"].INPUT_TYPES()["required"]
+    assert load["model"][0] == ["default (bundled)", "other", "tiny"]
+    assert load["device"][0] == ["auto", "cpu", "gpu"] and load["dtype"][0] == ["auto", "fp32", "fp16", "bf16"]
+    assert pack.NODE_CLASS_MAPPINGS["ApplyExpanderStyle"].INPUT_TYPES()["required"]["style"][0] == ["photo"]
+    exp = pack.NODE_CLASS_MAPPINGS["ExpandPrompt"]
+    assert exp.RETURN_TYPES == ("STRING", "STRING") and exp.RETURN_NAMES == ("expanded", "added")
+    assert exp.INPUT_TYPES()["required"]["seed"][1]["control_after_generate"] is True
+    enc = pack.NODE_CLASS_MAPPINGS["ExpandPromptEncode"]
+    assert enc.RETURN_TYPES == ("CONDITIONING", "STRING") and "clip" in enc.INPUT_TYPES()["required"]
+    var = pack.NODE_CLASS_MAPPINGS["ExpandPromptVariations"]
+    assert var.OUTPUT_IS_LIST == (True, True)
+    assert not hasattr(exp, "IS_CHANGED")  # the inputs are the cache key: no forced re-runs
+
+
+def test_wrapper_device_setter_and_memory_manager_calls(pack, mm):
+    from transformers import GPT2LMHeadModel
+    handle = node(pack, "LoadPromptExpander").load("tiny", "auto", "auto")[0]
+    wrapper = handle.patcher.model
+    wrapper.device = "cpu"  # what ModelPatcher does; the bare model cannot take it:
+    with pytest.raises(AttributeError):
+        GPT2LMHeadModel(wrapper.model.config).device = "cpu"
+    node(pack, "ExpandPrompt").expand(handle, "a castle", 1, 0.8, 0, True)
+    assert mm.calls == [("load", handle.patcher.load_device)]
+    mm.unload_all_models()
+    assert mm.calls[-1] == ("offload", handle.patcher.offload_device)
+
+
+def test_expand_end_to_end_and_metadata(pack, mm):
+    handle = node(pack, "LoadPromptExpander").load("tiny", "cpu", "fp32")[0]
+    prompt = {"7": {"class_type": "ExpandPrompt", "inputs": {"text": "a castle"}}}
+    pnginfo = {"workflow": {"nodes": [{"id": 7, "type": "ExpandPrompt"}]}}
+    out = node(pack, "ExpandPrompt").expand(handle, "(a castle:1.2) <lora:x:1>", 5, 0.8, 0, True,
+                                            unique_id="7", extra_pnginfo=pnginfo, prompt=prompt)
+    expanded, added = out["result"]
+    assert expanded.startswith("(a castle:1.2) <lora:x:1>, ") and expanded.endswith(added)
+    assert out["ui"]["text"] == [expanded]
+    core = handle.expander.expand("(a castle:1.2) <lora:x:1>", seed=5)
+    assert core.text == expanded  # the node is thin wiring over the core
+    assert prompt["7"]["inputs"]["expanded_text"] == expanded
+    assert pnginfo["workflow"]["nodes"][0]["properties"]["expanded_text"] == expanded
+
+
+class FakeClip:
+    def __init__(self):
+        self.encoded = []
+
+    def tokenize(self, text, return_word_ids=False):
+        words = text.replace(",", " , ").split()
+        chunk = [(49406, 1.0, 0)] + [(1000 + i, 1.0, i + 1) for i in range(len(words))] + [(49407, 1.0, 0)] * 3
+        return {"l": [chunk if return_word_ids else [t[:2] for t in chunk]]}
+
+    def encode_from_tokens_scheduled(self, tokens):
+        self.encoded.append(tokens)
+        return [["cond", {"pooled_output": "pooled"}]]
+
+
+def test_expand_encode_counts_with_the_clip(pack, mm):
+    handle = node(pack, "LoadPromptExpander").load("tiny", "auto", "auto")[0]
+    clip = FakeClip()
+    out = node(pack, "ExpandPromptEncode").expand_encode(handle, "a red fox", 3, 0.8, 12, True, clip)
+    cond, expanded = out["result"]
+    assert cond == [["cond", {"pooled_output": "pooled"}]] and clip.encoded
+    added = expanded[len("a red fox, "):]
+    assert len((", " + added).replace(",", " , ").split()) <= 12
+
+
+def test_variations_equal_singles_and_report_progress(pack, mm):
+    import comfy.utils
+    comfy.utils.updates.clear()
+    handle = node(pack, "LoadPromptExpander").load("tiny", "auto", "auto")[0]
+    out = node(pack, "ExpandPromptVariations").variations(handle, "a robot", 10, 0.9, 0, True, 4)
+    texts, added = out["result"]
+    singles = [node(pack, "ExpandPrompt").expand(handle, "a robot", 10 + i, 0.9, 0, True)["result"][0]
+               for i in range(4)]
+    assert texts == singles and len(added) == 4
+    assert comfy.utils.updates[-1] == (100, 100) and len(comfy.utils.updates) > 2
+
+
+def test_styles_stack_without_reloading_and_cache_is_stable(pack, mm, monkeypatch):
+    loader = node(pack, "LoadPromptExpander")
+    a = loader.load("tiny", "auto", "auto")[0]
+    sig = pack.NODE_CLASS_MAPPINGS["LoadPromptExpander"].IS_CHANGED("tiny", "auto", "auto")
+    assert sig and sig == pack.NODE_CLASS_MAPPINGS["LoadPromptExpander"].IS_CHANGED("tiny", "auto", "auto")
+    assert not (isinstance(sig, float) and math.isnan(sig))
+    import importlib
+    loading = importlib.import_module("prompt-expander-main.prompt_expander.loading")
+    monkeypatch.setattr(loading, "_load_model", lambda *a, **k: pytest.fail("reloaded from disk"))
+    b = loader.load("tiny", "auto", "auto")[0]
+    assert b.expander is a.expander
+    styled = node(pack, "ApplyExpanderStyle").apply(a, "photo", 0.8)[0]
+    twice = node(pack, "ApplyExpanderStyle").apply(styled, "photo", 0.2)[0]
+    assert styled.expander is a.expander and twice.styles[-1][1] == 0.2 and len(twice.styles) == 2
+    run = node(pack, "ExpandPrompt").expand
+    plain = run(a, "a castle", 3, 0.8, 0, True)["result"][0]
+    assert run(styled, "a castle", 3, 0.8, 0, True)["result"][0] != plain
+    assert run(a, "a castle", 3, 0.8, 0, True)["result"][0] == plain  # same inputs, same output
+
+
+@pytest.mark.parametrize("name", ["nope", "../tiny", "/etc", "loras/photo", "..", "tiny/../../x"])
+def test_bad_model_names_never_leave_the_folders(pack, name):
+    from importlib import import_module
+    errors = import_module("prompt-expander-main.prompt_expander.errors")
+    with pytest.raises(errors.ExpanderError, match="no model named"):
+        node(pack, "LoadPromptExpander").load(name, "auto", "auto")
+
+
+def test_bad_inputs_are_node_errors(pack, mm, tmp_path):
+    from importlib import import_module
+    errors = import_module("prompt-expander-main.prompt_expander.errors")
+    import folder_paths
+    root = Path(folder_paths.get_folder_paths("prompt_expander")[0])
+    broken = root / "broken"
+    shutil.copytree(root / "tiny", broken)
+    (broken / "model.safetensors").write_bytes(b"\x00" * 64)
+    try:
+        with pytest.raises(errors.ModelLoadError, match="corrupt"):
+            node(pack, "LoadPromptExpander").load("broken", "auto", "auto")
+    finally:
+        shutil.rmtree(broken)
+    other = node(pack, "LoadPromptExpander").load("other", "auto", "auto")[0]
+    with pytest.raises(errors.AdapterError, match="tiny-gpt2"):
+        node(pack, "ApplyExpanderStyle").apply(other, "photo", 1.0)
+    handle = node(pack, "LoadPromptExpander").load("tiny", "auto", "auto")[0]
+    with pytest.raises(errors.InputError, match="empty"):
+        node(pack, "ExpandPrompt").expand(handle, "  ", 1, 0.8, 0, True)
+    huge = node(pack, "ExpandPrompt").expand(handle, "castle " * 20000, 1, 0.8, 0, True)["result"][0]
+    assert huge.startswith("castle castle")
+    mm.interrupt_after = 3
+    with pytest.raises(mm.InterruptProcessingException):
+        node(pack, "ExpandPrompt").expand(handle, "a castle", 1, 0.8, 0, True)
+
+
+def test_example_workflows_use_only_existing_nodes_and_inputs(pack):
+    files = sorted((ROOT / "example_workflows").glob("*.json"))
+    assert len(files) >= 3
+    for f in files:
+        wf = json.loads(f.read_text())
+        by_id = {n["id"]: n for n in wf["nodes"]}
+        for n in wf["nodes"]:
+            if n["type"] in pack.NODE_CLASS_MAPPINGS:
+                types = pack.NODE_CLASS_MAPPINGS[n["type"]].INPUT_TYPES()
+                spec = {**types["required"], **types.get("optional", {})}
+                widgets = [k for k, v in spec.items() if isinstance(v[0], list) or v[0] in ("STRING", "INT", "FLOAT", "BOOLEAN")]
+                controls = sum(1 for k in widgets if spec[k][1].get("control_after_generate"))
+                links = [i["name"] for i in n["inputs"] if "widget" not in i]
+                assert set(links) <= set(spec) - set(widgets), (f.name, n["type"])
+                assert len(n["widgets_values"]) == len(widgets) + controls, (f.name, n["type"])
+                for name, value in zip([k for k in widgets], [v for v in n["widgets_values"] if v not in ("fixed",)]):
+                    if isinstance(spec[name][0], list) and name != "model":
+                        assert value in spec[name][0] or name == "style", (f.name, name, value)
+            else:
+                assert n["type"] in CORE_NODES, (f.name, n["type"])
+                assert {i["name"] for i in n["inputs"]} <= set(CORE_NODES[n["type"]]["inputs"])
+                assert len(n["widgets_values"]) == CORE_NODES[n["type"]]["widgets"] + (n["type"] == "KSampler")
+        for link_id, src, src_slot, dst, dst_slot, typ in wf["links"]:
+            assert src in by_id and dst in by_id
+            assert by_id[src]["outputs"][src_slot]["type"] == typ
+            assert by_id[dst]["inputs"][dst_slot]["link"] == link_id

