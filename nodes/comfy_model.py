@@ -7,7 +7,9 @@ from pathlib import Path
 import torch
 
 from ..prompt_expander.errors import ExpanderError
-from ..prompt_expander.paths import BUNDLED_LORAS, DEFAULT_MODEL, list_adapter_folders, list_model_folders
+from ..prompt_expander.hosting import DeviceModule
+from ..prompt_expander.paths import (BUNDLED_LORAS, DEFAULT_MODEL, find_named_folder, list_adapter_folders,
+                                     list_model_folders)
 
 FOLDER = "prompt_expander"
 DEFAULT_CHOICE = "default (bundled)"
@@ -39,51 +41,22 @@ def lora_choices() -> list[str]:
     return sorted({p.name for p in list_adapter_folders(*lora_roots())})
 
 
-def _inside(root: Path, name: str) -> Path | None:
-    """root/name if it is a direct, real child of root: no '..', no absolute paths, no escaping links."""
-    if not name or name in (".", "..") or "/" in name or "\\" in name or os.path.isabs(name) or "\x00" in name:
-        return None
-    candidate = (root / name).resolve()
-    try:
-        candidate.relative_to(root.resolve())
-    except ValueError:
-        return None
-    return candidate if candidate.is_dir() else None
-
-
 def resolve_model(name: str) -> Path:
     if name in (DEFAULT_CHOICE, "default"):
         return DEFAULT_MODEL
-    for root in model_roots():
-        found = _inside(root, name)
-        if found is not None and (found / "config.json").is_file():
-            return found
-    raise ExpanderError(f"Prompt Expander: no model named {name!r} in {', '.join(map(str, model_roots())) or 'models/prompt_expander'}."
-                        " Was it renamed or deleted? Pick one from the list.")
+    found = find_named_folder(model_roots(), name, "config.json")
+    if found is None:
+        raise ExpanderError(f"Prompt Expander: no model named {name!r} in "
+                            f"{', '.join(map(str, model_roots())) or 'models/prompt_expander'}. "
+                            "Was it renamed or deleted? Pick one from the list.")
+    return found
 
 
 def resolve_lora(name: str) -> Path:
-    for root in lora_roots():
-        found = _inside(root, name)
-        if found is not None and (found / "adapter_config.json").is_file():
-            return found
-    raise ExpanderError(f"Prompt Expander: no style adapter named {name!r} in {', '.join(map(str, lora_roots()))}")
-
-
-class ExpanderModule(torch.nn.Module):
-    """What ComfyUI's ModelPatcher manages: the GPT-2 plus the writable `.device` the patcher sets.
-
-    transformers models expose `device` as a read-only property, which is why wrapping the bare
-    model crashes with "property 'device' of 'GPT2LMHeadModel' object has no setter".
-    """
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-        self.device = next(model.parameters()).device
-
-    def get_dtype(self):
-        return next(self.model.parameters()).dtype
+    found = find_named_folder(lora_roots(), name, "adapter_config.json")
+    if found is None:
+        raise ExpanderError(f"Prompt Expander: no style adapter named {name!r} in {', '.join(map(str, lora_roots()))}")
+    return found
 
 
 class ExpanderHandle:
@@ -127,7 +100,7 @@ def load_handle(name: str, device: str, dtype: str) -> ExpanderHandle:
     expander = load_expander(str(folder), device=offload, dtype=dt, resident=False)
     patcher = getattr(expander, "_comfy_patcher", None)
     if patcher is None or patcher.load_device != load:
-        patcher = comfy.model_patcher.ModelPatcher(ExpanderModule(expander.model), load_device=load,
+        patcher = comfy.model_patcher.ModelPatcher(DeviceModule(expander.model), load_device=load,
                                                    offload_device=offload)
         expander._comfy_patcher = patcher
     return ExpanderHandle(expander, patcher)

@@ -33,3 +33,24 @@ def list_adapter_folders(*roots) -> list[Path]:
         if root.is_dir():
             out.extend(sorted(p for p in root.iterdir() if (p / "adapter_config.json").is_file()))
     return out
+
+
+def safe_child(root: Path, name: str) -> Path | None:
+    """root/name if it is a direct, real sub-folder of root: no '..', no absolute paths, no escaping links."""
+    if not name or name in (".", "..") or any(c in name for c in "/\\\x00") or os.path.isabs(name):
+        return None
+    candidate = (Path(root) / name).resolve()
+    try:
+        candidate.relative_to(Path(root).resolve())
+    except ValueError:
+        return None
+    return candidate if candidate.is_dir() else None
+
+
+def find_named_folder(roots, name: str, marker: str) -> Path | None:
+    """The first root/name holding `marker` (config.json or adapter_config.json), never outside the roots."""
+    for root in roots:
+        found = safe_child(Path(root), name)
+        if found is not None and (found / marker).is_file():
+            return found
+    return None

@@ -1,0 +1,190 @@
+"""A1111/Forge processing logic with no A1111 imports: per-image expansion, infotext keys, paste-back."""
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ExpanderError
+from .paths import BUNDLED_LORAS, DEFAULT_MODEL, find_named_folder, list_adapter_folders, list_model_folders
+
+KEY = "Prompt Expander"  # infotext key holding the model; its presence re-enables the script on paste
+KEY_LORA = "Prompt Expander LoRA"
+KEY_TEMPERATURE = "Prompt Expander temperature"
+KEY_BUDGET = "Prompt Expander budget"
+KEY_SEED = "Prompt Expander seed"
+KEY_SAFE = "Prompt Expander safe"
+KEY_BLOCKLIST = "Prompt Expander blocklist"
+KEY_NEGATIVE = "Prompt Expander negative"
+KEY_HIRES = "Prompt Expander hires"
+KEY_ORIGINAL = "Prompt Expander original"
+KEY_ORIGINAL_NEGATIVE = "Prompt Expander original negative"
+KEY_ORIGINAL_HIRES = "Prompt Expander original hires"
+KEY_ERROR = "Prompt Expander error"
+PASTE_KEYS = (KEY, KEY_LORA, KEY_TEMPERATURE, KEY_BUDGET, KEY_SEED, KEY_SAFE, KEY_BLOCKLIST, KEY_NEGATIVE, KEY_HIRES)
+DEFAULT = "default"
+NO_LORA = "None"
+SEED_PER_IMAGE = "per image (image seed)"
+SEED_FIXED = "fixed"
+
+
+@dataclass
+class Options:
+    """The script's UI values, in the order the API's alwayson_scripts args take them."""
+    enabled: bool = False
+    model: str = DEFAULT
+    lora: str = NO_LORA
+    lora_strength: float = 1.0
+    temperature: float = 0.8
+    budget: int = 0
+    seed_mode: str = SEED_PER_IMAGE
+    fixed_seed: int = 0
+    safe_mode: bool = True
+    blocklist: str = ""
+    expand_negative: bool = False
+    apply_hires: bool = True
+
+    @classmethod
+    def from_args(cls, args) -> "Options":
+        names = list(cls.__dataclass_fields__)
+        return cls(**dict(zip(names, args)))
+
+
+def model_choices(models_root: Path | None) -> list[str]:
+    roots = [models_root] if models_root else []
+    return [DEFAULT] + sorted({p.name for p in list_model_folders(*roots)})
+
+
+def lora_roots(models_root: Path | None) -> list[Path]:
+    return [BUNDLED_LORAS] + ([Path(models_root) / "loras"] if models_root else [])
+
+
+def lora_choices(models_root: Path | None) -> list[str]:
+    return [NO_LORA] + sorted({p.name for p in list_adapter_folders(*lora_roots(models_root))})
+
+
+def resolve_model(name: str, models_root: Path | None) -> Path:
+    if name in (DEFAULT, "", None):
+        return DEFAULT_MODEL
+    found = find_named_folder([models_root] if models_root else [], name, "config.json")
+    if found is None:
+        raise ExpanderError(f"no Prompt Expander model named {name!r} in {models_root}")
+    return found
+
+
+def styles_for(opts: Options, models_root: Path | None) -> list:
+    if not opts.lora or opts.lora == NO_LORA or not opts.lora_strength:
+        return []
+    found = find_named_folder(lora_roots(models_root), opts.lora, "adapter_config.json")
+    if found is None:
+        raise ExpanderError(f"no Prompt Expander style {opts.lora!r}")
+    return [(str(found), float(opts.lora_strength))]
+
+
+def seed_for(opts: Options, image_seed: int) -> int:
+    return int(opts.fixed_seed) if opts.seed_mode == SEED_FIXED else int(image_seed)
+
+
+def expand_prompts(expander, prompts, seeds, opts: Options, styles, negative=False, count=None) -> list[str]:
+    """Each prompt with its own seed, one at a time: image i never depends on the batch around it."""
+    memo: dict = {}
+    out = []
+    for text, seed in zip(prompts, seeds):
+        if not text or not text.strip():
+            out.append(text)
+            continue
+        key = (text, seed)
+        if key not in memo:
+            memo[key] = expander.expand(text, seed, styles=styles, temperature=float(opts.temperature),
+                                        budget=int(opts.budget), safe_mode=bool(opts.safe_mode),
+                                        blocklist=opts.blocklist, negative=negative, count=count).text
+        out.append(memo[key])
+    return out
+
+
+def apply_to_processing(p, expander, opts: Options, models_root: Path | None = None, count=None) -> None:
+    """Rewrite p.all_prompts (and hires/negative prompts when asked) in place, and record infotext."""
+    seeds = [seed_for(opts, s) for s in p.all_seeds]
+    styles = styles_for(opts, models_root)
+    originals = list(p.all_prompts)
+    expanded = expand_prompts(expander, originals, seeds, opts, styles, count=count)
+    p.all_prompts = expanded
+    params = p.extra_generation_params
+    params[KEY] = opts.model or DEFAULT
+    if styles:
+        params[KEY_LORA] = f"{opts.lora}:{float(opts.lora_strength):g}"
+    params[KEY_TEMPERATURE] = float(opts.temperature)
+    params[KEY_BUDGET] = int(opts.budget)
+    params[KEY_SEED] = "image" if opts.seed_mode != SEED_FIXED else int(opts.fixed_seed)
+    if not opts.safe_mode:
+        params[KEY_SAFE] = False
+    if opts.blocklist and opts.blocklist.strip():
+        params[KEY_BLOCKLIST] = opts.blocklist.strip()
+    params[KEY_ORIGINAL] = originals  # a list: A1111 writes item i into image i's infotext
+    if getattr(p, "enable_hr", False) and getattr(p, "all_hr_prompts", None) is not None:
+        hr_originals = list(p.all_hr_prompts)
+        if opts.apply_hires:
+            # The hires prompt usually equals the prompt: reuse that expansion, so both passes agree.
+            p.all_hr_prompts = [e if h == o else x for h, o, e, x in zip(
+                hr_originals, originals, expanded, expand_prompts(expander, hr_originals, seeds, opts, styles, count=count))]
+            if any(h != o for h, o in zip(hr_originals, originals)):
+                params[KEY_ORIGINAL_HIRES] = hr_originals
+        else:
+            params[KEY_HIRES] = False
+    if opts.expand_negative:
+        neg_originals = list(p.all_negative_prompts)
+        p.all_negative_prompts = expand_prompts(expander, neg_originals, seeds, opts, styles, negative=True)
+        params[KEY_NEGATIVE] = True
+        params[KEY_ORIGINAL_NEGATIVE] = neg_originals
+        if getattr(p, "enable_hr", False) and getattr(p, "all_hr_negative_prompts", None) is not None and opts.apply_hires:
+            p.all_hr_negative_prompts = expand_prompts(expander, list(p.all_hr_negative_prompts), seeds, opts, styles,
+                                                       negative=True)
+    if p.all_prompts:
+        p.main_prompt = p.all_prompts[0]
+        if opts.expand_negative:
+            p.main_negative_prompt = p.all_negative_prompts[0]
+
+
+def process_safely(p, get_expander, opts: Options, models_root=None, count=None, log=print) -> bool:
+    """apply_to_processing, but an error is printed and written to the infotext instead of being lost
+    (A1111 swallows exceptions raised in process() and still returns the unexpanded images)."""
+    try:
+        apply_to_processing(p, get_expander(), opts, models_root, count)
+        return True
+    except Exception as e:  # noqa: BLE001 - every failure must reach the user, none may kill the job
+        message = str(e) if isinstance(e, ExpanderError) else f"{type(e).__name__}: {e}"
+        log(f"[Prompt Expander] expansion skipped: {message}")
+        if not isinstance(e, ExpanderError):
+            log(traceback.format_exc())
+        p.extra_generation_params[KEY_ERROR] = message
+        return False
+
+
+def restore_original(params: dict) -> None:
+    """on_infotext_pasted: put the user's original prompts back, so Generate expands them again the same way."""
+    if KEY not in params:
+        return
+    for key, field in ((KEY_ORIGINAL, "Prompt"), (KEY_ORIGINAL_NEGATIVE, "Negative prompt"),
+                       (KEY_ORIGINAL_HIRES, "Hires prompt")):
+        if key in params:
+            params[field] = params[key]
+    if KEY_ORIGINAL in params and KEY_ORIGINAL_HIRES not in params:
+        params.pop("Hires prompt", None)  # it was the expansion of the prompt; it will be expanded again
+
+
+def infotext_keys() -> dict:
+    """UI field name -> infotext key (and how to read it back) for the script's infotext_fields."""
+    return {
+        "enabled": lambda d: KEY in d,
+        "model": KEY,
+        "lora": lambda d: d.get(KEY_LORA, NO_LORA).rsplit(":", 1)[0] if KEY in d else NO_LORA,
+        "lora_strength": lambda d: float(d.get(KEY_LORA, "x:1").rsplit(":", 1)[-1]) if KEY_LORA in d else 1.0,
+        "temperature": KEY_TEMPERATURE,
+        "budget": KEY_BUDGET,
+        "seed_mode": lambda d: SEED_FIXED if str(d.get(KEY_SEED, "image")) != "image" else SEED_PER_IMAGE,
+        "fixed_seed": lambda d: int(d[KEY_SEED]) if str(d.get(KEY_SEED, "image")).lstrip("-").isdigit() else 0,
+        "safe_mode": lambda d: str(d.get(KEY_SAFE, "True")) != "False",
+        "blocklist": lambda d: d.get(KEY_BLOCKLIST, ""),
+        "expand_negative": lambda d: str(d.get(KEY_NEGATIVE, "False")) == "True",
+        "apply_hires": lambda d: str(d.get(KEY_HIRES, "True")) != "False",
+    }

@@ -1,0 +1,3 @@
+import os
+
+models_path = os.environ.get("FAKE_WEBUI_MODELS", "/tmp/fake-webui-models")

@@ -1,0 +1,5 @@
+import gradio as gr
+
+
+class InputAccordion(gr.Component):
+    pass

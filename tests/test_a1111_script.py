@@ -1,0 +1,188 @@
+"""The A1111/Forge script, loaded by path as A1111 loads it, against small stand-ins for `modules`."""
+import importlib.util
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FAKES = Path(__file__).resolve().parent / "a1111_fakes"
+
+
+@pytest.fixture(scope="module")
+def script(tmp_path_factory, tiny_model_dir, lora_dirs):
+    models = tmp_path_factory.mktemp("webui") / "models"
+    (models / "prompt_expander" / "loras").mkdir(parents=True)
+    shutil.copytree(tiny_model_dir, models / "prompt_expander" / "tiny")
+    shutil.copytree(lora_dirs["photo"], models / "prompt_expander" / "loras" / "photo")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("FAKE_WEBUI_MODELS", str(models))
+    mp.syspath_prepend(str(FAKES))
+    for name in [m for m in sys.modules if m == "modules" or m.startswith("modules.")] + ["gradio", "launch"]:
+        sys.modules.pop(name, None)
+    spec = importlib.util.spec_from_file_location("prompt_expander_script", ROOT / "scripts" / "prompt_expander.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    from modules import script_callbacks
+    for cb in script_callbacks.ui_settings:
+        cb()
+    yield module
+    mp.undo()
+
+
+def make_p(prompts, seeds, **kw):
+    from modules.processing import FakeProcessing
+    return FakeProcessing(prompts, seeds, **kw)
+
+
+def args(**kw):
+    from prompt_expander.webui import Options
+    return list(vars(Options(**{"enabled": True, "model": "tiny", **kw})).values())
+
+
+def run(script, p, **kw):
+    s = script.PromptExpanderScript()
+    s.ui(False)
+    s.process(p, *args(**kw))
+    return s
+
+
+def core_expand(tiny_model_dir, text, seed, **kw):
+    from prompt_expander.loading import load_expander
+    return load_expander(str(tiny_model_dir)).expand(text, seed, **kw).text
+
+
+def test_script_shape_and_ui(script):
+    import modules.scripts
+    s = script.PromptExpanderScript()
+    assert s.title() == "Prompt Expander" and s.show(False) is modules.scripts.AlwaysVisible
+    comps = s.ui(False)
+    assert len(comps) == 12
+    assert comps[1].args[0] == ["default", "tiny"] and comps[2].args[0] == ["None", "photo"]
+    assert {k for _, k in s.infotext_fields if isinstance(k, str)} >= {"Prompt Expander", "Prompt Expander budget"}
+    from modules import shared
+    assert shared.opts.prompt_expander_device == "GPU" and shared.opts.prompt_expander_keep_loaded is False
+    assert "modules" not in [Path(p).name for p in sys.path if Path(p).resolve() == ROOT]
+
+
+def test_per_image_expansion_matches_core_and_keeps_lora_tags(script, tiny_model_dir):
+    prompts = ["a castle <lora:film:0.6>", "a castle <lora:film:0.6>", "a red fox", "a robot, (8k:1.2)"]
+    seeds = [11, 12, 13, 14]
+    p = make_p(prompts, seeds, batch_size=2)  # batch size 2 x batch count 2
+    run(script, p)
+    for i in range(4):
+        assert p.all_prompts[i] == core_expand(tiny_model_dir, prompts[i], seeds[i])
+        assert p.all_prompts[i].startswith(prompts[i])
+    assert "<lora:film:0.6>" in p.all_prompts[0] and p.all_prompts[0] != p.all_prompts[1]
+    assert p.main_prompt == p.all_prompts[0]
+
+
+def test_same_results_whatever_the_batch_size(script):
+    prompts, seeds = ["a castle"] * 4, [5, 6, 7, 8]
+    together = make_p(prompts, seeds, batch_size=4)
+    run(script, together)
+    for i in range(4):
+        alone = make_p([prompts[i]], [seeds[i]])
+        run(script, alone)
+        assert alone.all_prompts[0] == together.all_prompts[i]
+
+
+def test_infotext_and_paste_back_restore_the_original(script):
+    from modules import script_callbacks
+    p = make_p(["a castle", "a robot"], [1, 2], negatives=["ugly", "ugly"])
+    run(script, p, lora="photo", lora_strength=0.5, temperature=0.7, budget=20, blocklist="dragon, ship")
+    info = p.infotext(1)
+    assert info["Prompt Expander"] == "tiny" and info["Prompt Expander LoRA"] == "photo:0.5"
+    assert info["Prompt Expander temperature"] == 0.7 and info["Prompt Expander budget"] == 20
+    assert info["Prompt Expander seed"] == "image" and info["Prompt Expander original"] == "a robot"
+    assert info["Prompt"] != "a robot"
+    for cb in script_callbacks.infotext_pasted:
+        cb("raw infotext", info)
+    assert info["Prompt"] == "a robot"
+    s = script.PromptExpanderScript()
+    comps = s.ui(False)
+    values = {}
+    for comp, reader in s.infotext_fields:
+        values[comp] = reader(info) if callable(reader) else info.get(reader)
+    ordered = [values[c] for c in comps]
+    assert ordered[0] is True and ordered[1] == "tiny" and ordered[2] == "photo" and ordered[3] == 0.5
+    assert ordered[9] == "dragon, ship"
+    # "generate" again from the restored fields reproduces the image's prompt exactly
+    again = make_p([info["Prompt"]], [info["Seed"]], negatives=["ugly"])
+    script.PromptExpanderScript().process(again, *ordered)
+    assert again.all_prompts[0] == p.all_prompts[1]
+
+
+def test_hires_and_negative_handling(script, tiny_model_dir):
+    p = make_p(["a castle", "a castle"], [3, 4], negatives=["blurry", "blurry"], enable_hr=True,
+               hr_prompts=["a castle", "a castle, hires detail"])
+    run(script, p, expand_negative=True)
+    assert p.all_hr_prompts[0] == p.all_prompts[0]
+    assert p.all_hr_prompts[1] == core_expand(tiny_model_dir, "a castle, hires detail", 4)
+    assert p.all_negative_prompts[0].startswith("blurry, ") and p.all_negative_prompts[0] != "blurry"
+    info = p.infotext(1)
+    assert info["Prompt Expander original negative"] == "blurry"
+    assert info["Prompt Expander original hires"] == "a castle, hires detail"
+    off = make_p(["a castle"], [3], enable_hr=True)
+    run(script, off, apply_hires=False)
+    assert off.all_hr_prompts == ["a castle"] and off.all_prompts[0] != "a castle"
+
+
+def test_fixed_seed_mode(script, tiny_model_dir):
+    p = make_p(["a castle", "a castle"], [1, 2])
+    run(script, p, seed_mode="fixed", fixed_seed=77)
+    assert p.all_prompts[0] == p.all_prompts[1] == core_expand(tiny_model_dir, "a castle", 77)
+    assert p.infotext(0)["Prompt Expander seed"] == 77
+
+
+def test_errors_are_shown_not_lost(script, capsys):
+    p = make_p(["a castle"], [1])
+    run(script, p, model="missing-model")
+    assert p.all_prompts == ["a castle"]  # the job still runs, unexpanded
+    assert "no Prompt Expander model named 'missing-model'" in p.extra_generation_params["Prompt Expander error"]
+    assert "expansion skipped" in capsys.readouterr().out
+    disabled = make_p(["a castle"], [1])
+    script.PromptExpanderScript().process(disabled, *args(enabled=False))
+    assert disabled.all_prompts == ["a castle"] and not disabled.extra_generation_params
+
+
+def test_offload_after_use(script):
+    from modules import devices
+    devices.gc_calls.clear()
+    run(script, make_p(["a castle"], [1]))
+    assert devices.gc_calls == []  # already on the CPU: nothing to offload
+
+
+def test_install_py_does_nothing_when_requirements_are_present(monkeypatch, tmp_path):
+    import launch
+    spec = importlib.util.spec_from_file_location("pe_install", ROOT / "install.py")
+    install = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(install)
+    monkeypatch.setattr(subprocess, "check_call", lambda *a, **k: pytest.fail("pip ran"))
+    launch.installed.update({"torch", "transformers", "safetensors", "accelerate", "tqdm", "pillow", "peft"})
+    launch.pip_calls.clear()
+    t0 = time.perf_counter()
+    assert install.main() == 0 and install.main() == 0  # twice: still nothing to do
+    assert launch.pip_calls == []
+    launch.installed.discard("peft")
+    install.main()
+    assert len(launch.pip_calls) == 1 and "peft" in launch.pip_calls[0] and '-c "' in launch.pip_calls[0]
+    monkeypatch.delitem(sys.modules, "launch")
+    monkeypatch.setattr(install, "_launch", lambda: None)
+    assert install.missing() == []  # standalone: everything importable here
+
+
+def test_install_py_pins_peft_for_old_transformers(monkeypatch):
+    spec = importlib.util.spec_from_file_location("pe_install2", ROOT / "install.py")
+    install = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(install)
+    monkeypatch.setattr(install, "version_of", lambda d: {"transformers": "4.30.2"}.get(d))
+    assert install.peft_requirement() == "peft==0.13.2"
+    monkeypatch.setattr(install, "version_of", lambda d: {"transformers": "4.46.1"}.get(d))
+    assert install.peft_requirement() == "peft>=0.13.2"
+    monkeypatch.setattr(install, "version_of", lambda d: {"torch": "2.13.0", "transformers": "4.30.2"}.get(d))
+    text = Path(install.constraints_file()).read_text()
+    assert "torch==2.13.0" in text and "transformers==4.30.2" in text
