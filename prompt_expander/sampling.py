@@ -74,6 +74,7 @@ class RowDecoder:
         static = vocab.forbidden.clone()
         static[list(bans.single_tokens())] = True
         self.static_mask = static
+        self._static, self._mask_device = None, None
         self.boost, self.boost_value = boost, boost_value
         self.steps = 0
 
@@ -85,37 +86,37 @@ class RowDecoder:
         """Next token per row, from logits of shape [rows, vocab]; finished rows get EOS."""
         logits = logits.float()
         vocab_n = logits.size(-1)
-        mask = self.static_mask[:vocab_n].to(logits.device).expand(self.n, vocab_n).clone()
+        if self._mask_device != logits.device:
+            self._static = self.static_mask[:vocab_n].to(logits.device)
+            self._mask_device = logits.device
+        logits = logits.masked_fill(self._static, -math.inf)
         eos = self.vocab.eos_id
         if self.steps < self.min_new_tokens and eos is not None:
-            mask[:, eos] = True
+            logits[:, eos] = -math.inf
         for r in range(self.n):
             if self.done[r]:
                 continue
+            tokens = self.tokens[r]
             # Modifier repeats are matched from the segment start, word bans anywhere.
-            extra = self.bans.banned_after(self.tokens[r]) | self.segment_bans[r].by_prefix.get(tuple(self.segment[r]), set())
-            last = self.tokens[r][-1] if self.tokens[r] else None
-            if last is not None and self.vocab.starts_word[last] and not self.vocab.has_comma[last]:
-                extra = extra | {last}  # no "part part part": a word never follows itself
+            extra = self.bans.banned_after(tokens) if self.bans.max_prefix else set()
+            seg_ban = self.segment_bans[r].by_prefix.get(tuple(self.segment[r]))
+            if seg_ban:
+                extra = extra | seg_ban
+            if tokens and self.vocab.starts_word[tokens[-1]] and not self.vocab.has_comma[tokens[-1]]:
+                extra = extra | {tokens[-1]}  # no "part part part": a word never follows itself
             if extra:
-                mask[r, list(extra)] = True
-        logits = logits.masked_fill(mask, -math.inf)
+                logits[r, [t for t in extra if t < vocab_n]] = -math.inf
         if self.boost is not None:
-            bias = torch.zeros_like(logits)
             for r in range(self.n):
                 nxt = self.boost.single_tokens() | self.boost.banned_after(self.tokens[r])
                 if nxt:
-                    bias[r, [t for t in nxt if t < vocab_n]] = self.boost_value
-            logits = logits + bias
+                    logits[r, [t for t in nxt if t < vocab_n]] += self.boost_value
         if self.greedy:
             choice = logits.argmax(dim=-1)
         else:
-            warped = warp_logits(logits, self.temperature, self.top_k, self.top_p)
-            noise = torch.stack([gumbel_noise(g, vocab_n) if not d else torch.zeros(vocab_n)
-                                 for g, d in zip(self.generators, self.done)]).to(logits.device)
-            choice = (warped + noise).argmax(dim=-1)
+            choice = self._sample(logits, vocab_n)
         dead = torch.isinf(logits).all(dim=-1)  # everything banned: end the row rather than emit junk
-        if eos is not None:
+        if eos is not None and bool(dead.any()):
             choice = torch.where(dead, torch.full_like(choice, eos), choice)
         choice_list = choice.tolist()
         for r, tok in enumerate(choice_list):
@@ -125,6 +126,25 @@ class RowDecoder:
                 choice_list[r] = eos
         self.steps += 1
         return torch.tensor(choice_list, device=logits.device)
+
+    def _sample(self, logits: torch.Tensor, vocab_n: int) -> torch.Tensor:
+        """Temperature, top-k, top-p, then a Gumbel-max draw over the surviving candidates.
+
+        Same kept set as warp_logits (the transformers-order reference), but top-p and the noise run
+        on the k candidates instead of the whole vocabulary.
+        """
+        k = self.top_k if 0 < self.top_k < vocab_n else vocab_n
+        values, index = torch.topk(logits / self.temperature, k, dim=-1)  # sorted, largest first
+        if self.top_p < 1.0:
+            probs = values.softmax(dim=-1)
+            before = probs.cumsum(dim=-1) - probs  # mass of the likelier candidates
+            drop = before >= self.top_p
+            drop[..., 0] = False
+            values = values.masked_fill(drop, -math.inf)
+        noise = torch.stack([gumbel_noise(g, k) if not d else torch.zeros(k)
+                             for g, d in zip(self.generators, self.done)]).to(values.device)
+        best = (values + noise).argmax(dim=-1, keepdim=True)
+        return index.gather(-1, best).squeeze(-1)
 
     def _fits(self, ids) -> bool:
         return self.count(self.separator + self.vocab.decode(ids)) <= self.budget

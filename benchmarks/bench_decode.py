@@ -1,0 +1,106 @@
+"""Decode speed: our fast loop against stock transformers generate() on the same weights, same run."""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from prompt_expander.decoding import decode_fast  # noqa: E402
+from prompt_expander.sampling import RowDecoder  # noqa: E402
+from prompt_expander.vocab import BanTable  # noqa: E402
+
+NEW_TOKENS = 60
+
+
+def median_time(fn, repeats: int, sync) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        sync()
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def rows_for(vocab, n, seed=0, new_tokens=NEW_TOKENS):
+    # Exactly `new_tokens` tokens per row, as generate() with min_new_tokens = max_new_tokens makes.
+    return RowDecoder(vocab, BanTable(), [seed + i for i in range(n)], temperature=0.8, top_k=50, top_p=0.95,
+                      budget=10**9, count=len, separator="", min_new_tokens=new_tokens, max_new_tokens=new_tokens)
+
+
+def stock(model, context, n, new_tokens=NEW_TOKENS):
+    ids = torch.tensor([context], device=model.device)
+    return model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=0.8, top_k=50,
+                          top_p=0.95, max_new_tokens=new_tokens, min_new_tokens=new_tokens, num_return_sequences=n,
+                          pad_token_id=model.config.eos_token_id)
+
+
+def bench_model(name, model, vocab, context, repeats, sync):
+    res = {"model": name, "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
+           "device": str(model.device), "dtype": str(model.dtype).replace("torch.", "")}
+    with torch.inference_mode():
+        for n in (1, 8):
+            ours = median_time(lambda: decode_fast(model, context, rows_for(vocab, n)), repeats, sync)
+            ref = median_time(lambda: stock(model, context, n), repeats, sync)
+            res[f"ours_b{n}_ms"], res[f"stock_b{n}_ms"] = ours * 1000, ref * 1000
+            res[f"speedup_b{n}"] = ref / ours
+        res["ours_8_over_1"] = res["ours_b8_ms"] / res["ours_b1_ms"]
+    return res
+
+
+def random_gpt2_small(vocab_size, device, dtype):
+    from transformers import GPT2Config, GPT2LMHeadModel
+    torch.manual_seed(0)
+    cfg = GPT2Config(vocab_size=vocab_size, n_positions=1024, n_embd=768, n_layer=12, n_head=12)
+    return GPT2LMHeadModel(cfg).to(device, dtype).eval()
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--model", default=None, help="model folder (default models/default)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--skip-small", action="store_true", help="skip the 124M GPT-2-small-sized model")
+    ap.add_argument("--json", help="write results here")
+    args = ap.parse_args(argv)
+    from prompt_expander.loading import load_expander
+    device = torch.device(args.device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    exp = load_expander(args.model, device=device, dtype=args.dtype)
+    context = exp._context_ids("woman portrait", NEW_TOKENS)
+    results = [bench_model(exp.model_id, exp.model, exp.vocab, context, args.repeats, sync)]
+    with torch.inference_mode():
+        results[0]["expand_call_ms"] = 1000 * median_time(lambda: exp.expand("woman portrait", seed=1), args.repeats, sync)
+        results[0]["expand_many8_ms"] = 1000 * median_time(lambda: exp.expand_many("woman portrait", 8, seed=1),
+                                                           args.repeats, sync)
+    if not args.skip_small:
+        from prompt_expander.vocab import VocabInfo
+        small = random_gpt2_small(exp.vocab.vocab_size, device, exp.model.dtype)
+        small.config.eos_token_id = exp.vocab.eos_id
+        results.append(bench_model("random GPT-2 small (124M)", small, VocabInfo(exp.tokenizer, exp.vocab.vocab_size),
+                                   context, max(3, args.repeats // 2), sync))
+    for r in results:
+        print(f"{r['model']} ({r['params_M']}M, {r['device']}, {r['dtype']}), {NEW_TOKENS} new tokens:")
+        for n in (1, 8):
+            print(f"  batch {n}: ours {r[f'ours_b{n}_ms']:.1f} ms, stock generate() {r[f'stock_b{n}_ms']:.1f} ms, "
+                  f"speed-up x{r[f'speedup_b{n}']:.2f}")
+        print(f"  8 variations / 1 expansion (ours): x{r['ours_8_over_1']:.2f}")
+        if "expand_call_ms" in r:
+            print(f"  full expand() call: {r['expand_call_ms']:.1f} ms; expand_many(8): {r['expand_many8_ms']:.1f} ms")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""The command line: every subcommand has --help; expand prints, variates, writes JSONL, and fails clearly."""
+import json
+
+import pytest
+
+from prompt_expander.cli import COMMANDS, main
+from test_training import cli
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_every_subcommand_has_help(command, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([command, "--help"])
+    assert e.value.code == 0 and "usage:" in capsys.readouterr().out
+
+
+def test_expand_text_variations_and_json(tiny_model_dir, capsys):
+    assert main(["expand", "a castle", "--model", str(tiny_model_dir), "--seed", "7", "--variations", "2"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and all(l.startswith("a castle, ") for l in lines)
+    assert main(["expand", "a castle", "--model", str(tiny_model_dir), "--seed", "8", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["seed"] == 8 and result["original"] == "a castle" and result["model"] == "tiny-gpt2"
+    assert main(["expand", "a castle", "--model", str(tiny_model_dir), "--seed", "7"]) == 0
+    assert capsys.readouterr().out.strip() == lines[0]
+
+
+def test_batch_mode_writes_jsonl(tiny_model_dir, tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_text("a castle\na red fox\n")
+    r = cli("expand", "--model", tiny_model_dir, "--input", src, "--output", tmp_path / "out.jsonl", "--seed", "3")
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(l) for l in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [r["original"] for r in rows] == ["a castle", "a red fox"]
+
+
+def test_clear_errors(tiny_model_dir, capsys):
+    assert main(["expand", "   ", "--model", str(tiny_model_dir)]) == 1
+    assert "empty" in capsys.readouterr().err
+    assert main(["expand", "a cat", "--model", str(tiny_model_dir), "--top-p", "2"]) == 1
+    assert "top_p" in capsys.readouterr().err
+    assert main(["expand", "a cat", "--model", "/no/such/folder"]) == 1
+    assert "no model folder" in capsys.readouterr().err
