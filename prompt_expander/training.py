@@ -158,7 +158,9 @@ def run_training(model, train, val, cfg: TrainConfig, params=None, save_final=No
                dynamic_ncols=True)
     window_tokens, window_start, loss_ema = 0, time.time(), None
     stopped_early = False
+    timed_tokens, timed_s, steps_this_run = 0, 0.0, 0
     while state["step"] < cfg.steps:
+        step_start = time.perf_counter()
         ids, labels = train.batch(state["step"], rank, world)
         ids = torch.from_numpy(ids).to(accelerator.device)
         labels = torch.from_numpy(labels).to(accelerator.device)
@@ -171,6 +173,10 @@ def run_training(model, train, val, cfg: TrainConfig, params=None, save_final=No
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         n_tok = int((labels != -100).sum()) * world
+        steps_this_run += 1
+        if steps_this_run > 3:  # steady state: the first steps pay for allocation and kernel warm-up
+            timed_tokens += n_tok
+            timed_s += time.perf_counter() - step_start
         state["step"] += 1
         state["tokens_seen"] += n_tok
         state["elapsed_s"] = base_elapsed + time.time() - started
@@ -208,6 +214,8 @@ def run_training(model, train, val, cfg: TrainConfig, params=None, save_final=No
             break
     bar.close()
     state["finished"] = state["step"] >= cfg.steps or state.get("early_stopped", False)
+    if timed_s:
+        state["steady_tokens_per_s"] = timed_tokens / timed_s
     state["train_loss"] = loss_ema
     if accelerator.is_main_process and save_final is not None and not stopped_early:
         save_final(accelerator.unwrap_model(model), state)

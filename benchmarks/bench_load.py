@@ -1,0 +1,57 @@
+"""Cold load time, warm (cached) call overhead and peak RSS added by loading the default model."""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+CHILD = r"""
+import resource, sys, time, json
+sys.path.insert(0, {root!r})
+import torch, transformers, peft  # the host has these imported already
+from prompt_expander import loading
+rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t0 = time.perf_counter()
+exp = loading.load_expander({model!r})
+cold = time.perf_counter() - t0
+rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+exp.expand("woman portrait", seed=0)
+warm = []
+for _ in range(200):
+    t0 = time.perf_counter()
+    loading.load_expander({model!r})
+    warm.append(time.perf_counter() - t0)
+warm.sort()
+print(json.dumps({{"cold_s": cold, "warm_us": 1e6 * warm[len(warm) // 2], "rss_added_mb": (rss1 - rss0) / 1024}}))
+"""
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--runs", type=int, default=5, help="fresh processes (cold loads) to take the median of")
+    ap.add_argument("--json")
+    args = ap.parse_args(argv)
+    code = CHILD.format(root=str(ROOT), model=args.model)
+    runs = []
+    for _ in range(args.runs):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        runs.append(json.loads(out.strip().splitlines()[-1]))
+    res = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    print(f"cold load (imports excluded): {res['cold_s'] * 1000:.0f} ms (median of {args.runs} fresh processes)")
+    print(f"warm load_expander() call: {res['warm_us']:.1f} us (a dict lookup plus a stat of the folder)")
+    print(f"peak RSS added by loading: {res['rss_added_mb']:.0f} MB")
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=2))
+    return res
+
+
+if __name__ == "__main__":
+    main()
