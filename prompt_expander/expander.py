@@ -269,7 +269,7 @@ class Expander:
     @staticmethod
     def finish(added: str, budget: int, count_fn, blocked: WordMatcher, user_text: str) -> str:
         """Clean the decoded addition: no syntax, no repeated or blocked modifier, no dangling ending."""
-        added = syntax.sanitize_added(added)
+        added = tidy_numbers(syntax.sanitize_added(added))
         seen = {s.strip().lower() for s in syntax.plain_words(user_text).split(",")}
         segments = []
         for seg in added.split(","):
@@ -304,6 +304,18 @@ class Expander:
         return SEPARATOR.join(picked)
 
 
+_SPLIT_DIGITS = re.compile(r"(?<=\d) (?=\d)")
+_SPLIT_UNIT = re.compile(r"(?<=\d) (?=(?:k|d|s|mm|px|p|fps|th|st|nd|rd)\b)")
+_SPLIT_DECIMAL = re.compile(r"(?<=\d)\. (?=\d)")
+
+
+def tidy_numbers(text: str) -> str:
+    """Undo a corpus artefact: '8 k', '8 0 s', 'f 1. 4' (one source split digits) read as '8k', '80s', 'f 1.4'."""
+    text = _SPLIT_DECIMAL.sub(".", text)
+    text = _SPLIT_DIGITS.sub("", text)
+    return _SPLIT_UNIT.sub("", text)
+
+
 def strip_dangling(text: str) -> str:
     """Never end on a half phrase: a trailing comma, "by", "and", "in the style" and the like."""
     while True:
@@ -314,7 +326,7 @@ def strip_dangling(text: str) -> str:
             text = text[: len(text) - len(cut)]
             continue
         words = text.rsplit(None, 1)
-        if words and words[-1].lower() in DANGLING:
+        if words and (words[-1].lower() in DANGLING or (len(words[-1]) == 1 and words[-1].isdigit())):
             text = words[0] if len(words) > 1 else ""
             continue
         return text

@@ -166,9 +166,9 @@ def load_expander(name_or_path=None, device="cpu", dtype="auto", resident: bool 
             if resident:
                 _cache[key] = hit
             return hit
-        stale = [k for k in _cache if k[0] == key[0] and k[2:] == key[2:]]
-        for k in stale:  # the files changed on disk: drop the old copy before loading the new
-            del _cache[k]
+        for table in (_cache, _weak_cache):  # the files changed on disk: drop the old copy first
+            for k in [k for k in list(table.keys()) if k[0] == key[0] and k[2:] == key[2:]]:
+                del table[k]
         if not folder.is_dir():
             raise ModelLoadError(f"{folder} is not a folder")
         _check_weights(folder)

@@ -68,6 +68,8 @@ class RowDecoder:
         self.tokens: list[list[int]] = [[] for _ in seeds]
         self.segment: list[list[int]] = [[] for _ in seeds]
         self.segment_bans = [BanTable() for _ in seeds]
+        self.trigrams: list[dict] = [{} for _ in seeds]  # (t1, t2) -> tokens that followed them
+        self.word_pairs: list[dict] = [{} for _ in seeds]  # content-word token -> content words after it
         self.clean_len = [0] * self.n  # tokens up to the last word boundary that fits the budget
         self.done = [False] * self.n
         self.ended_by_eos = [False] * self.n
@@ -104,6 +106,14 @@ class RowDecoder:
                 extra = extra | seg_ban
             if tokens and self.vocab.starts_word[tokens[-1]] and not self.vocab.has_comma[tokens[-1]]:
                 extra = extra | {tokens[-1]}  # no "part part part": a word never follows itself
+            if len(tokens) >= 2:  # no token trigram twice: "greg rutkowski and greg rutkowski" stops
+                seen = self.trigrams[r].get((tokens[-2], tokens[-1]))
+                if seen:
+                    extra = extra | seen
+            if tokens:  # nor a pair of content words, whatever precedes it
+                pair = self.word_pairs[r].get(tokens[-1])
+                if pair:
+                    extra = extra | pair
             if extra:
                 logits[r, [t for t in extra if t < vocab_n]] = -math.inf
         if self.boost is not None:
@@ -163,6 +173,10 @@ class RowDecoder:
             self.done[r] = True
             self.ended_by_eos[r] = True
             return
+        if len(tokens) >= 2:
+            self.trigrams[r].setdefault((tokens[-2], tokens[-1]), set()).add(tok)
+        if tokens and self.vocab.content_word[tokens[-1]] and self.vocab.content_word[tok]:
+            self.word_pairs[r].setdefault(tokens[-1], set()).add(tok)
         tokens.append(tok)
         if self.vocab.has_comma[tok]:
             seg = self.segment[r]

@@ -9,6 +9,9 @@ import torch
 from .syntax import SYNTAX_CHARS
 
 
+_FUNCTION_WORDS = frozenset("and the with from for into onto over under by of in on at to as".split())
+
+
 @functools.lru_cache(maxsize=1)
 def _byte_level_decoder() -> dict[str, int]:
     """GPT-2's byte-level BPE writes each byte as a printable character; this maps them back."""
@@ -34,6 +37,9 @@ class VocabInfo:
         texts = [b.decode("utf-8", "replace") for b in self.token_bytes]
         self.starts_word = [not t or not (t[0].isalnum() or t[0] in "'’") for t in texts]
         self.has_comma = [("," in t) for t in texts]
+        # Tokens that are content words on their own: a pair of them never repeats in one expansion.
+        self.content_word = [t.strip().isalpha() and len(t.strip()) >= 3 and t.strip().lower() not in _FUNCTION_WORDS
+                             for t in texts]
         forbidden = torch.zeros(vocab_size, dtype=torch.bool)
         specials = {i for i in (tokenizer.bos_token_id, tokenizer.pad_token_id, tokenizer.unk_token_id) if i is not None}
         specials |= set(getattr(tokenizer, "all_special_ids", []) or [])

@@ -7,10 +7,10 @@ from prompt_expander.paths import DEFAULT_MODEL
 # Recorded once; .ci/run checks them under transformers 4.30.2 and under the latest release.
 TINY_TOKENS = [82, 81, 278, 84, 67, 295, 281, 72, 264, 327, 81, 79, 266, 14, 380, 382, 14, 359, 77]
 TINY_EXPANSIONS = {
-    ("portrait of a woman", 0, 0.8): 'portrait of a woman, rleSH dcu` bane lighting.w rutkowskioth;armooth',
-    ("portrait of a woman", 1, 0.8): 'portrait of a woman, moot in5d& shstationǼstationLkowskitailedokeh dmoat',
-    ("portrait of a woman", 2, 0.8): 'portrait of a woman, wp sS gLnalill fofstation dle d&station',
-    ("a castle", 5, 0.0): 'a castle, HHLceT the oT o smoothkikikiceki oަTstation',
+    ('portrait of a woman', 0, 0.8): 'portrait of a woman, rleSH dcu` bane lighting.w rutkowskioth;armooth',
+    ('portrait of a woman', 1, 0.8): 'portrait of a woman, moot in5d& shstationǼstationLkowskitailedokeh dmoat',
+    ('portrait of a woman', 2, 0.8): 'portrait of a woman, wp sS gLnalill fofstation dle d&station',
+    ('a castle', 5, 0.0): 'a castle, HHLceT the oT o smoothkikikiceki oަTstation',
 }
 
 
