@@ -43,11 +43,11 @@ def score_batch(model, batch_ids, device) -> tuple[float, int]:
 
 
 @torch.inference_mode()
-def evaluate_lines(model, tok, meta, lines, batch_size: int = 64, progress: bool = False) -> dict:
+def score_lines(model, lines, encode, batch_size: int = 64, progress: bool = False) -> dict:
+    """Stream `lines` through `model` in batches; `encode(text) -> (ids, bytes, extra nats)`."""
     from tqdm import tqdm
 
     device = next(model.parameters()).device
-    max_len = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", 1024)
     was_training = model.training
     model.eval()
     nll, tokens, nbytes, prompts = 0.0, 0, 0, 0
@@ -57,15 +57,21 @@ def evaluate_lines(model, tok, meta, lines, batch_size: int = 64, progress: bool
         chunk = list(itertools.islice(it, batch_size))
         if not chunk:
             break
-        encoded = [encode_for_scoring(tok, t, meta.lowercase, max_len) for t in chunk]
+        encoded = [encode(t) for t in chunk]
         s, n = score_batch(model, [e[0] for e in encoded], device)
-        nll, tokens, prompts = nll + s, tokens + n, prompts + len(chunk)
-        nbytes += sum(e[1] for e in encoded)
+        nll += s + sum(e[2] for e in encoded)
+        tokens, prompts, nbytes = tokens + n, prompts + len(chunk), nbytes + sum(e[1] for e in encoded)
         bar.update(len(chunk))
         bar.set_postfix(ce=f"{nll / max(tokens, 1):.3f}")
     bar.close()
     model.train(was_training)
     return metrics_from_totals(nll, tokens, nbytes, prompts)
+
+
+def evaluate_lines(model, tok, meta, lines, batch_size: int = 64, progress: bool = False) -> dict:
+    max_len = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", 1024)
+    return score_lines(model, lines, lambda t: (*encode_for_scoring(tok, t, meta.lowercase, max_len), 0.0),
+                       batch_size, progress)
 
 
 def metrics_from_totals(nll: float, tokens: int, nbytes: int, prompts: int) -> dict:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import time
-from pathlib import Path
 
 from .budget import approx_clip_tokens
 from .errors import DataError

@@ -12,11 +12,10 @@ from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
-import torch
 from torch import nn
 
 from .errors import DataError
-from .evaluate import encode_for_scoring, metrics_from_totals
+from .evaluate import encode_for_scoring, score_lines
 from .fileio import iter_lines, write_json_atomic
 from .prepare import dedup_key
 from .training import add_loop_arguments, loop_config, run_training
@@ -88,36 +87,20 @@ class LoadedLSTM:
             from transformers import GPT2TokenizerFast
             self.tokenizer, self.vocab = GPT2TokenizerFast.from_pretrained(str(folder)), None
 
-    @torch.inference_mode()
-    def evaluate_lines(self, lines, batch_size=64, progress=False) -> dict:
-        from tqdm import tqdm
+    def encode(self, text: str):
+        """(ids, bytes, extra nats) exactly as training saw the prompt; see evaluate.score_lines."""
         max_len = self.cfg["max_len"]
-        nll, tokens, nbytes, prompts = 0.0, 0, 0, 0
-        it = iter(lines)
-        bar = tqdm(desc="evaluate", unit=" prompts", disable=not progress)
-        while True:
-            chunk = list(itertools.islice(it, batch_size))
-            if not chunk:
-                break
-            batch, extra = [], 0.0
-            for text in chunk:
-                if self.vocab is None:
-                    ids, b = encode_for_scoring(self.tokenizer, text, self.cfg["lowercase"], max_len)
-                else:
-                    words = self.vocab.split(text)[: max_len - 2]
-                    ids = [self.vocab.bos_id, *(self.vocab.stoi.get(w, self.vocab.unk_id) for w in words),
-                           self.vocab.eos_id]
-                    b = len(text.lower().encode("utf-8")) + 1
-                    # An honest <unk>: the word must still be spelled out, here byte by byte at 8 bits each.
-                    extra += sum((len(w.encode("utf-8")) + 1) * BYTE_NATS for w in words if w not in self.vocab.stoi)
-                batch.append(ids)
-                nbytes += b
-            from .evaluate import score_batch
-            s, n = score_batch(self.model, batch, next(self.model.parameters()).device)
-            nll, tokens, prompts = nll + s + extra, tokens + n, prompts + len(chunk)
-            bar.update(len(chunk))
-        bar.close()
-        return metrics_from_totals(nll, tokens, nbytes, prompts)
+        if self.vocab is None:
+            ids, nbytes = encode_for_scoring(self.tokenizer, text, self.cfg["lowercase"], max_len)
+            return ids, nbytes, 0.0
+        words = self.vocab.split(text)[: max_len - 2]
+        ids = [self.vocab.bos_id, *(self.vocab.stoi.get(w, self.vocab.unk_id) for w in words), self.vocab.eos_id]
+        # An honest <unk>: the word must still be spelled out, here byte by byte at 8 bits each.
+        spelled = sum((len(w.encode("utf-8")) + 1) * BYTE_NATS for w in words if w not in self.vocab.stoi)
+        return ids, len(text.lower().encode("utf-8")) + 1, spelled
+
+    def evaluate_lines(self, lines, batch_size=64, progress=False) -> dict:
+        return score_lines(self.model, lines, self.encode, batch_size, progress)
 
 
 def load_lstm(path, device="cpu") -> LoadedLSTM:

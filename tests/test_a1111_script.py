@@ -3,7 +3,6 @@ import importlib.util
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -164,7 +163,6 @@ def test_install_py_does_nothing_when_requirements_are_present(monkeypatch, tmp_
     monkeypatch.setattr(subprocess, "check_call", lambda *a, **k: pytest.fail("pip ran"))
     launch.installed.update({"torch", "transformers", "safetensors", "accelerate", "tqdm", "pillow", "peft"})
     launch.pip_calls.clear()
-    t0 = time.perf_counter()
     assert install.main() == 0 and install.main() == 0  # twice: still nothing to do
     assert launch.pip_calls == []
     launch.installed.discard("peft")

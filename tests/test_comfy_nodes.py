@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-import tiny
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKES = Path(__file__).resolve().parent / "comfy_fakes"

@@ -74,7 +74,7 @@ def test_killed_run_resumes_from_checkpoint_to_the_same_weights(data_dir, tmp_pa
     assert 15 <= step_at_kill < 40 and not (killed / "model.safetensors").exists()
     r = cli("train-base", data_dir, "--out", killed, "--resume", *flags)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert f"resumed from" in r.stdout + r.stderr
+    assert "resumed from" in r.stdout + r.stderr
     a, b = load_file(str(full / "model.safetensors")), load_file(str(killed / "model.safetensors"))
     assert a.keys() == b.keys()
     for k in a:
