@@ -36,14 +36,14 @@ def list_adapter_folders(*roots) -> list[Path]:
 
 
 def safe_child(root: Path, name: str) -> Path | None:
-    """root/name if it is a direct, real sub-folder of root: no '..', no absolute paths, no escaping links."""
+    """root/name if name is a plain folder name (no separators, no '..', not absolute) naming a folder there.
+
+    Names come from shared workflows and API calls, so they never address anything but a direct child of
+    a registered folder. A child that the user made a symbolic link (to another drive) is followed.
+    """
     if not name or name in (".", "..") or any(c in name for c in "/\\\x00") or os.path.isabs(name):
         return None
-    candidate = (Path(root) / name).resolve()
-    try:
-        candidate.relative_to(Path(root).resolve())
-    except ValueError:
-        return None
+    candidate = Path(root) / name
     return candidate if candidate.is_dir() else None
 
 

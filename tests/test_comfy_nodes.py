@@ -27,6 +27,9 @@ def pack(tmp_path_factory, tiny_model_dir, other_model_dir, lora_dirs):
     shutil.copytree(other_model_dir, models / "prompt_expander" / "other")
     shutil.copytree(lora_dirs["photo"], models / "prompt_expander" / "loras" / "photo")
     (models / "prompt_expander" / "README.txt").write_text("not a model")
+    elsewhere = base / "other-drive" / "linked"
+    shutil.copytree(tiny_model_dir, elsewhere)
+    (models / "prompt_expander" / "linked").symlink_to(elsewhere, target_is_directory=True)  # users do this
     custom = base / "custom_nodes"
     custom.mkdir()
     (custom / "prompt-expander-main").symlink_to(ROOT, target_is_directory=True)
@@ -68,7 +71,7 @@ def test_node_contract(pack):
             for name, spec in types.get(section, {}).items():
                 assert spec[1].get("tooltip"), f"{cls.__name__}.{name} has no tooltip"
     load = pack.NODE_CLASS_MAPPINGS["LoadPromptExpander"].INPUT_TYPES()["required"]
-    assert load["model"][0] == ["default (bundled)", "other", "tiny"]
+    assert load["model"][0] == ["default (bundled)", "linked", "other", "tiny"]
     assert load["device"][0] == ["auto", "cpu", "gpu"] and load["dtype"][0] == ["auto", "fp32", "fp16", "bf16"]
     assert pack.NODE_CLASS_MAPPINGS["ApplyExpanderStyle"].INPUT_TYPES()["required"]["style"][0] == ["photo"]
     exp = pack.NODE_CLASS_MAPPINGS["ExpandPrompt"]
@@ -166,6 +169,11 @@ def test_styles_stack_without_reloading_and_cache_is_stable(pack, mm, monkeypatc
 
 
 @pytest.mark.parametrize("name", ["nope", "../tiny", "/etc", "loras/photo", "..", "tiny/../../x"])
+def test_a_folder_the_user_linked_in_loads(pack, mm):
+    handle = node(pack, "LoadPromptExpander").load("linked", "auto", "auto")[0]
+    assert node(pack, "ExpandPrompt").expand(handle, "a castle", 1, 0.8, 0, True)["result"][0].startswith("a castle")
+
+
 def test_bad_model_names_never_leave_the_folders(pack, name):
     from importlib import import_module
     errors = import_module("prompt-expander-main.prompt_expander.errors")
