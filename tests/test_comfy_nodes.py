@@ -168,12 +168,12 @@ def test_styles_stack_without_reloading_and_cache_is_stable(pack, mm, monkeypatc
     assert run(a, "a castle", 3, 0.8, 0, True)["result"][0] == plain  # same inputs, same output
 
 
-@pytest.mark.parametrize("name", ["nope", "../tiny", "/etc", "loras/photo", "..", "tiny/../../x"])
 def test_a_folder_the_user_linked_in_loads(pack, mm):
     handle = node(pack, "LoadPromptExpander").load("linked", "auto", "auto")[0]
     assert node(pack, "ExpandPrompt").expand(handle, "a castle", 1, 0.8, 0, True)["result"][0].startswith("a castle")
 
 
+@pytest.mark.parametrize("name", ["nope", "../tiny", "/etc", "loras/photo", "..", "tiny/../../x"])
 def test_bad_model_names_never_leave_the_folders(pack, name):
     from importlib import import_module
     errors = import_module("prompt-expander-main.prompt_expander.errors")
