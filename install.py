@@ -46,12 +46,11 @@ def is_present(module: str, dist: str | None = None) -> bool:
 
 
 def peft_requirement() -> str:
-    """peft 0.13.2 is the newest that imports under transformers < 4.46 (A1111's 4.30.2)."""
+    """peft 0.13.2 imports under transformers 4.30.2 (A1111), 4.46 (Forge) and 5.x; newer peft needs newer
+    transformers, so hosts on 4.x get exactly 0.13.2."""
     tv = version_of("transformers")
-    if tv is not None:
-        major, minor = (int(x) for x in tv.split(".")[:2])
-        if (major, minor) < (4, 46):
-            return "peft==0.13.2"
+    if tv is not None and int(tv.split(".")[0]) < 5:
+        return "peft==0.13.2"
     return "peft>=0.13.2"
 
 

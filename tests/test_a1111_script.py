@@ -180,6 +180,8 @@ def test_install_py_pins_peft_for_old_transformers(monkeypatch):
     monkeypatch.setattr(install, "version_of", lambda d: {"transformers": "4.30.2"}.get(d))
     assert install.peft_requirement() == "peft==0.13.2"
     monkeypatch.setattr(install, "version_of", lambda d: {"transformers": "4.46.1"}.get(d))
+    assert install.peft_requirement() == "peft==0.13.2"
+    monkeypatch.setattr(install, "version_of", lambda d: {"transformers": "5.23.0"}.get(d))
     assert install.peft_requirement() == "peft>=0.13.2"
     monkeypatch.setattr(install, "version_of", lambda d: {"torch": "2.13.0", "transformers": "4.30.2"}.get(d))
     text = Path(install.constraints_file()).read_text()
