@@ -10,6 +10,34 @@ import torch
 from .errors import AdapterError
 
 ADAPTER_META = "prompt_expander_adapter.json"
+# The LoraConfig fields of peft 0.13.2, the newest peft that imports under A1111's transformers 4.30.2.
+PORTABLE_LORA_KEYS = frozenset({
+    "alpha_pattern", "auto_mapping", "base_model_name_or_path", "bias", "fan_in_fan_out", "inference_mode",
+    "init_lora_weights", "layer_replication", "layers_pattern", "layers_to_transform", "loftq_config", "lora_alpha",
+    "lora_dropout", "megatron_config", "megatron_core", "modules_to_save", "peft_type", "r", "rank_pattern",
+    "revision", "target_modules", "task_type", "use_dora", "use_rslora"})
+
+
+def _inert(value) -> bool:
+    """A config value that means 'feature off', so an older peft can safely ignore the key."""
+    return value in (None, False, {}, [], "") or value == 16  # qalora_group_size's default
+
+
+def portable_config(raw: dict, known: set) -> dict:
+    """Keep the keys this peft knows; refuse if a dropped key actually switches a feature on."""
+    active = [k for k, v in raw.items() if k not in known and not _inert(v) and k != "peft_version"]
+    if active:
+        raise AdapterError(f"this adapter uses LoRA features the installed peft does not have ({', '.join(active)});"
+                           " upgrade peft, or retrain it without them")
+    return {k: v for k, v in raw.items() if k in known}
+
+
+def write_portable_config(folder) -> None:
+    """Rewrite adapter_config.json so that peft 0.13.2 (A1111, Forge) loads an adapter saved by a newer peft."""
+    from .fileio import write_json_atomic
+    path = Path(folder) / "adapter_config.json"
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    write_json_atomic(path, portable_config(raw, set(PORTABLE_LORA_KEYS)))
 
 
 def base_fingerprint(model) -> str:
@@ -41,10 +69,14 @@ def load_adapter_deltas(model, path: Path, model_id: str) -> dict[str, torch.Ten
 
     Returns {parameter name in the base model: delta}, in the base weight's layout and dtype float32.
     """
-    from peft import PeftModel
+    import dataclasses
+
+    from peft import LoraConfig, PeftModel
     from peft.tuners.lora import LoraLayer
 
     cfg = read_adapter_config(path)
+    config = LoraConfig(**portable_config(cfg, {f.name for f in dataclasses.fields(LoraConfig)}))
+    config.inference_mode = True
     base_named = cfg.get("base_model_name_or_path") or "an unnamed base"
     meta_file = path / ADAPTER_META
     if meta_file.is_file():
@@ -55,7 +87,7 @@ def load_adapter_deltas(model, path: Path, model_id: str) -> dict[str, torch.Ten
                                f"but the loaded model is {model_id!r}; load it with its own base")
     name = "pe_" + hashlib.sha1(str(path).encode()).hexdigest()[:8]
     try:
-        peft_model = PeftModel.from_pretrained(model, str(path), adapter_name=name, is_trainable=False)
+        peft_model = PeftModel.from_pretrained(model, str(path), adapter_name=name, is_trainable=False, config=config)
     except Exception as e:
         _restore(model)
         raise AdapterError(f"adapter {path.name!r} (trained for base {base_named!r}) does not fit the loaded model "

@@ -7,7 +7,7 @@ import shutil
 import time
 from pathlib import Path
 
-from .adapters import ADAPTER_META, base_fingerprint
+from .adapters import ADAPTER_META, base_fingerprint, write_portable_config
 from .fileio import atomic_path, iter_lines, write_json_atomic, write_text_atomic
 from .meta import META_FILE, ModelMeta
 from .training import add_loop_arguments, loop_config, run_training, save_pretrained_atomic
@@ -124,6 +124,7 @@ def main(args) -> int:
             base_metrics = None
         else:
             save_pretrained_atomic(model, out)
+            write_portable_config(out)
             write_json_atomic(out / ADAPTER_META, {"base_id": base_id, "base_fingerprint": fingerprint,
                                                    "select": args.select})
             base_metrics = None

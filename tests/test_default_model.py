@@ -13,10 +13,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Recorded with the shipped weights; .ci/run checks them under transformers 4.30.2 and the latest release.
 EXPECTED = {
-    ("woman portrait", 0, ()): None,
-    ("woman portrait", 1, ()): None,
-    ("a castle on a hill", 7, ("photo",)): None,
-    ("a castle on a hill", 7, ("anime",)): None,
+    ('woman portrait', 0, ()):
+        'woman portrait, full face, highly detailed, digital painting, artstation, concept art, smooth, sharp focus, illustration, art by artgerm and greg rutkowski and alphonse mucha, 4k, 8k, hd, high quality, sharp, cinematic, dramatic lighting, high contrast, masterpiece, trending on artstation, award winning, hyper realism',
+    ('woman portrait', 1, ()):
+        'woman portrait, with white hair and black hair, fantasy, elegant, highly detailed, digital painting, artstation, concept art, smooth, sharp focus, illustration, art by artgerm and greg rutkowski and alphonse mucha, 8k, 85mm f 1.85, 35mm, art nouveau, trending on artstation, masterpiece',
+    ('a castle on a hill', 7, ('photo',)):
+        'a castle on a hill, a single white photo of a beautiful day landscape, high quality award winning photo, golden hour, trending on artstation, detailed, award - winning photography, amazing depth, intricate, golden ratio, 4k, hd, 8k, 80s style, 8, highly detailed, dark atmosphere, by greg rutkowski',
+    ('a castle on a hill', 7, ('anime',)):
+        'a castle on a hill, cinematic shot, detailed anime style, illustration by yoshitaka amano, sharp high detail, manga and anime art, pastel color palette, dramatic lighting, high contrast, fantasy, trending on artstation, digital painting, concept art, by james jean, tom bagshaw, tom whalen, wlop, artgerm, ilya kuvshinov, krenz cushart',
 }
 
 
