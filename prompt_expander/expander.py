@@ -275,7 +275,8 @@ class Expander:
         for seg in added.split(","):
             seg = " ".join(seg.split())
             key = seg.lower()
-            if not seg or key in seen or (blocked and blocked.search(seg)):
+            # a lone character ("8", "d") is a cut-off fragment, not a modifier
+            if len(seg) <= 1 or key in seen or (blocked and blocked.search(seg)):
                 continue
             seen.add(key)
             segments.append(seg)

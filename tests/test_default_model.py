@@ -18,7 +18,7 @@ EXPECTED = {
     ('woman portrait', 1, ()):
         'woman portrait, with white hair and black hair, fantasy, elegant, highly detailed, digital painting, artstation, concept art, smooth, sharp focus, illustration, art by artgerm and greg rutkowski and alphonse mucha, 8k, 85mm f 1.85, 35mm, art nouveau, trending on artstation, masterpiece',
     ('a castle on a hill', 7, ('photo',)):
-        'a castle on a hill, a single white photo of a beautiful day landscape, high quality award winning photo, golden hour, trending on artstation, detailed, award - winning photography, amazing depth, intricate, golden ratio, 4k, hd, 8k, 80s style, 8, highly detailed, dark atmosphere, by greg rutkowski',
+        'a castle on a hill, a single white photo of a beautiful day landscape, high quality award winning photo, golden hour, trending on artstation, detailed, award - winning photography, amazing depth, intricate, golden ratio, 4k, hd, 8k, 80s style, highly detailed, dark atmosphere, by greg rutkowski',
     ('a castle on a hill', 7, ('anime',)):
         'a castle on a hill, cinematic shot, detailed anime style, illustration by yoshitaka amano, sharp high detail, manga and anime art, pastel color palette, dramatic lighting, high contrast, fantasy, trending on artstation, digital painting, concept art, by james jean, tom bagshaw, tom whalen, wlop, artgerm, ilya kuvshinov, krenz cushart',
 }
