@@ -93,9 +93,10 @@ def main(argv=None):
     t_hf = hf_trainer(args, data)
     print(f"train-base loop: {t_ours:,.0f} tokens/s; HF Trainer: {t_hf:,.0f} tokens/s; ratio x{t_ours / t_hf:.2f} "
           f"({args.n_layer}x{args.n_embd}, vocab {args.vocab}, batch {args.batch}x{args.seq}, {args.precision})")
+    result = {"ours_tok_s": t_ours, "hf_trainer_tok_s": t_hf, "ratio": t_ours / t_hf, **vars(args)}
     if args.json:
-        Path(args.json).write_text(json.dumps({"ours_tok_s": t_ours, "hf_trainer_tok_s": t_hf,
-                                               "ratio": t_ours / t_hf, **vars(args)}, indent=2))
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return result
 
 
 if __name__ == "__main__":
