@@ -87,7 +87,7 @@ def main(argv=None):
         from prompt_expander.vocab import VocabInfo
         small = random_gpt2_small(exp.vocab.vocab_size, device, exp.model.dtype)
         small.config.eos_token_id = exp.vocab.eos_id
-        results.append(bench_model("random GPT-2 small (124M)", small, VocabInfo(exp.tokenizer, exp.vocab.vocab_size),
+        results.append(bench_model("random GPT-2-small architecture (12x768, our 8k vocabulary)", small, VocabInfo(exp.tokenizer, exp.vocab.vocab_size),
                                    context, max(3, args.repeats // 2), sync))
     for r in results:
         print(f"{r['model']} ({r['params_M']}M, {r['device']}, {r['dtype']}), {NEW_TOKENS} new tokens:")

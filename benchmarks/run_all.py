@@ -41,7 +41,7 @@ temperature 0.8, top-k 50, top-p 0.95, exactly 60 new tokens).
 
 - cold load, imports excluded (the host has torch/transformers loaded): {load['cold_s'] * 1000:.0f} ms
 - warm `load_expander()` call (a dict lookup and a stat of the folder, no file reads): {load['warm_us']:.1f} µs
-- peak RSS added by loading: {load['rss_added_mb']:.0f} MB
+- resident memory (RSS) added by loading the model, its code already imported: {load['rss_added_mb']:.0f} MB
 
 ## Training throughput (train-base loop vs Hugging Face `Trainer`)
 
