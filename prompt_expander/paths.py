@@ -16,23 +16,23 @@ def user_models_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "prompt_expander" / "models"
 
 
-def list_model_folders(*roots) -> list[Path]:
-    """Sub-folders of `roots` that hold a model (a config.json)."""
+def _folders_holding(marker: str, roots) -> list[Path]:
     out = []
     for root in roots:
         root = Path(root)
         if root.is_dir():
-            out.extend(sorted(p for p in root.iterdir() if (p / "config.json").is_file()))
+            out.extend(sorted(p for p in root.iterdir() if (p / marker).is_file()))
     return out
+
+
+def list_model_folders(*roots) -> list[Path]:
+    """Sub-folders of `roots` that hold a model (a config.json)."""
+    return _folders_holding("config.json", roots)
 
 
 def list_adapter_folders(*roots) -> list[Path]:
-    out = []
-    for root in roots:
-        root = Path(root)
-        if root.is_dir():
-            out.extend(sorted(p for p in root.iterdir() if (p / "adapter_config.json").is_file()))
-    return out
+    """Sub-folders of `roots` that hold a PEFT adapter (an adapter_config.json)."""
+    return _folders_holding("adapter_config.json", roots)
 
 
 def safe_child(root: Path, name: str) -> Path | None:
