@@ -16,7 +16,7 @@ def script(tmp_path_factory, tiny_model_dir, lora_dirs):
     models = tmp_path_factory.mktemp("webui") / "models"
     (models / "prompt_expander" / "loras").mkdir(parents=True)
     shutil.copytree(tiny_model_dir, models / "prompt_expander" / "tiny")
-    shutil.copytree(lora_dirs["photo"], models / "prompt_expander" / "loras" / "photo")
+    shutil.copytree(lora_dirs["photo"], models / "prompt_expander" / "loras" / "tinystyle")
     mp = pytest.MonkeyPatch()
     mp.setenv("FAKE_WEBUI_MODELS", str(models))
     mp.syspath_prepend(str(FAKES))
@@ -60,7 +60,7 @@ def test_script_shape_and_ui(script):
     assert s.title() == "Prompt Expander" and s.show(False) is modules.scripts.AlwaysVisible
     comps = s.ui(False)
     assert len(comps) == 12
-    assert comps[1].args[0] == ["default", "tiny"] and comps[2].args[0] == ["None", "photo"]
+    assert comps[1].args[0] == ["default", "tiny"] and comps[2].args[0] == ["None", "anime", "photo", "tinystyle"]
     assert {k for _, k in s.infotext_fields if isinstance(k, str)} >= {"Prompt Expander", "Prompt Expander budget"}
     from modules import shared
     assert shared.opts.prompt_expander_device == "GPU" and shared.opts.prompt_expander_keep_loaded is False
@@ -92,9 +92,9 @@ def test_same_results_whatever_the_batch_size(script):
 def test_infotext_and_paste_back_restore_the_original(script):
     from modules import script_callbacks
     p = make_p(["a castle", "a robot"], [1, 2], negatives=["ugly", "ugly"])
-    run(script, p, lora="photo", lora_strength=0.5, temperature=0.7, budget=20, blocklist="dragon, ship")
+    run(script, p, lora="tinystyle", lora_strength=0.5, temperature=0.7, budget=20, blocklist="dragon, ship")
     info = p.infotext(1)
-    assert info["Prompt Expander"] == "tiny" and info["Prompt Expander LoRA"] == "photo:0.5"
+    assert info["Prompt Expander"] == "tiny" and info["Prompt Expander LoRA"] == "tinystyle:0.5"
     assert info["Prompt Expander temperature"] == 0.7 and info["Prompt Expander budget"] == 20
     assert info["Prompt Expander seed"] == "image" and info["Prompt Expander original"] == "a robot"
     assert info["Prompt"] != "a robot"
@@ -107,7 +107,7 @@ def test_infotext_and_paste_back_restore_the_original(script):
     for comp, reader in s.infotext_fields:
         values[comp] = reader(info) if callable(reader) else info.get(reader)
     ordered = [values[c] for c in comps]
-    assert ordered[0] is True and ordered[1] == "tiny" and ordered[2] == "photo" and ordered[3] == 0.5
+    assert ordered[0] is True and ordered[1] == "tiny" and ordered[2] == "tinystyle" and ordered[3] == 0.5
     assert ordered[9] == "dragon, ship"
     # "generate" again from the restored fields reproduces the image's prompt exactly
     again = make_p([info["Prompt"]], [info["Seed"]], negatives=["ugly"])

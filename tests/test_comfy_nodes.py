@@ -25,7 +25,7 @@ def pack(tmp_path_factory, tiny_model_dir, other_model_dir, lora_dirs):
     (models / "prompt_expander" / "loras").mkdir(parents=True)
     shutil.copytree(tiny_model_dir, models / "prompt_expander" / "tiny")
     shutil.copytree(other_model_dir, models / "prompt_expander" / "other")
-    shutil.copytree(lora_dirs["photo"], models / "prompt_expander" / "loras" / "photo")
+    shutil.copytree(lora_dirs["photo"], models / "prompt_expander" / "loras" / "tinystyle")
     (models / "prompt_expander" / "README.txt").write_text("not a model")
     elsewhere = base / "other-drive" / "linked"
     shutil.copytree(tiny_model_dir, elsewhere)
@@ -73,7 +73,7 @@ def test_node_contract(pack):
     load = pack.NODE_CLASS_MAPPINGS["LoadPromptExpander"].INPUT_TYPES()["required"]
     assert load["model"][0] == ["default (bundled)", "linked", "other", "tiny"]
     assert load["device"][0] == ["auto", "cpu", "gpu"] and load["dtype"][0] == ["auto", "fp32", "fp16", "bf16"]
-    assert pack.NODE_CLASS_MAPPINGS["ApplyExpanderStyle"].INPUT_TYPES()["required"]["style"][0] == ["photo"]
+    assert pack.NODE_CLASS_MAPPINGS["ApplyExpanderStyle"].INPUT_TYPES()["required"]["style"][0] == ["anime", "photo", "tinystyle"]
     exp = pack.NODE_CLASS_MAPPINGS["ExpandPrompt"]
     assert exp.RETURN_TYPES == ("STRING", "STRING") and exp.RETURN_NAMES == ("expanded", "added")
     assert exp.INPUT_TYPES()["required"]["seed"][1]["control_after_generate"] is True
@@ -159,8 +159,8 @@ def test_styles_stack_without_reloading_and_cache_is_stable(pack, mm, monkeypatc
     monkeypatch.setattr(loading, "_load_model", lambda *a, **k: pytest.fail("reloaded from disk"))
     b = loader.load("tiny", "auto", "auto")[0]
     assert b.expander is a.expander
-    styled = node(pack, "ApplyExpanderStyle").apply(a, "photo", 0.8)[0]
-    twice = node(pack, "ApplyExpanderStyle").apply(styled, "photo", 0.2)[0]
+    styled = node(pack, "ApplyExpanderStyle").apply(a, "tinystyle", 0.8)[0]
+    twice = node(pack, "ApplyExpanderStyle").apply(styled, "tinystyle", 0.2)[0]
     assert styled.expander is a.expander and twice.styles[-1][1] == 0.2 and len(twice.styles) == 2
     run = node(pack, "ExpandPrompt").expand
     plain = run(a, "a castle", 3, 0.8, 0, True)["result"][0]
@@ -196,7 +196,7 @@ def test_bad_inputs_are_node_errors(pack, mm, tmp_path):
         shutil.rmtree(broken)
     other = node(pack, "LoadPromptExpander").load("other", "auto", "auto")[0]
     with pytest.raises(errors.AdapterError, match="tiny-gpt2"):
-        node(pack, "ApplyExpanderStyle").apply(other, "photo", 1.0)
+        node(pack, "ApplyExpanderStyle").apply(other, "tinystyle", 1.0)
     handle = node(pack, "LoadPromptExpander").load("tiny", "auto", "auto")[0]
     with pytest.raises(errors.InputError, match="empty"):
         node(pack, "ExpandPrompt").expand(handle, "  ", 1, 0.8, 0, True)
