@@ -7,7 +7,6 @@ import itertools
 import json
 import math
 import re
-import shutil
 from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
@@ -156,13 +155,11 @@ def main(args) -> int:
            "layers": args.layers, "dropout": args.dropout, "max_len": args.max_len, "leakage": leaks}
     if args.variant == "bpe":
         from .loading import _load_tokenizer, resolve_model_folder
-        from .meta import ModelMeta
+        from .meta import ModelMeta, copy_tokenizer_files
         folder, _ = resolve_model_folder(args.tokenizer)
         tok = _load_tokenizer(folder)
         lowercase = ModelMeta.read(folder).lowercase
-        for f in folder.iterdir():
-            if f.name in ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-                shutil.copyfile(f, out / f.name)
+        copy_tokenizer_files(folder, out, with_meta=False)
         bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
         eos, pad = tok.eos_token_id, tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         train = tokenize_file(train_file, tok, lowercase, bos, eos, args.max_len, out / "train.npz")

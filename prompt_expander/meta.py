@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 META_FILE = "prompt_expander.json"
+TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
 @dataclass
@@ -32,3 +34,17 @@ class ModelMeta:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def copy_tokenizer_files(src: str | Path, dst: str | Path, with_meta: bool = True) -> None:
+    """Copy a model folder's tokenizer files (and its prompt_expander.json with the files it names) to dst."""
+    src, dst = Path(src), Path(dst)
+    names = list(TOKENIZER_FILES)
+    if with_meta:
+        names.append(META_FILE)
+        negative = ModelMeta.read(src).negative_vocabulary
+        if negative:
+            names.append(negative)
+    for name in names:
+        if (src / name).is_file():
+            shutil.copyfile(src / name, dst / name)

@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import argparse
 import re
-import shutil
 import time
 from pathlib import Path
 
 from .adapters import ADAPTER_META, base_fingerprint, write_portable_config
 from .fileio import atomic_path, iter_lines, write_json_atomic, write_text_atomic
-from .meta import META_FILE, ModelMeta
+from .meta import ModelMeta, copy_tokenizer_files
 from .training import add_loop_arguments, loop_config, run_training, save_pretrained_atomic
 
 GPT2_TARGETS = "c_attn,c_proj,c_fc"
@@ -117,10 +116,7 @@ def main(args) -> int:
         val_lines = list(iter_lines(val_file))[:3000] if val_file else []
         if args.freeze_last_k:
             save_pretrained_atomic(model, out)
-            for f in folder.iterdir():
-                if f.name in ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json",
-                              "special_tokens_map.json", META_FILE, "negative_vocab.txt"):
-                    shutil.copyfile(f, out / f.name)
+            copy_tokenizer_files(folder, out)
             base_metrics = None
         else:
             save_pretrained_atomic(model, out)
@@ -153,10 +149,7 @@ def merge_to(peft_model, tok, base_folder: Path, dest) -> None:
     save_pretrained_atomic(merged, dest)
     if not (base_folder / "vocab.json").exists() and not (base_folder / "tokenizer.json").exists():
         tok.save_pretrained(str(dest))
-    for f in base_folder.iterdir():
-        if f.name in ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                      META_FILE, "negative_vocab.txt"):
-            shutil.copyfile(f, dest / f.name)
+    copy_tokenizer_files(base_folder, dest)
     print(f"merged model written to {dest}")
 
 
