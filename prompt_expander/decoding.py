@@ -10,6 +10,32 @@ import torch.nn.functional as F
 from .sampling import RowDecoder
 
 
+WEIGHTS_EPOCH = "_prompt_expander_weights_epoch"
+
+
+def weights_changed(model) -> None:
+    """Tell the fast loop that weights were rewritten in place, so its row-major copies are stale."""
+    setattr(model, WEIGHTS_EPOCH, getattr(model, WEIGHTS_EPOCH, 0) + 1)
+
+
+def _stream_matmul(x: torch.Tensor, weight: torch.Tensor, chunks: int) -> torch.Tensor:
+    """x [rows, in] @ weight[out, in].T for a few rows, as one bmm over `chunks` row blocks of the weight.
+
+    At decode time each step reads every weight once for a handful of rows, so speed is how fast the
+    weights stream through memory. With the MKL in the pip wheels, F.linear/addmm take a GEMV path that
+    streams them at a third of the speed of this bmm on the CPUs we measured (benchmarks/bench_decode.py);
+    the result differs only by summation order, i.e. float rounding.
+    """
+    out_dim = weight.shape[0]
+    step = out_dim // chunks
+    cut = step * chunks
+    xt = x.t().unsqueeze(0).expand(chunks, -1, -1)
+    out = torch.bmm(weight[:cut].view(chunks, step, -1), xt).view(cut, -1).t()
+    if cut < out_dim:  # e.g. GPT-2's 50257 vocabulary rows: the rest go through one small matmul
+        out = torch.cat([out, x @ weight[cut:].t()], dim=-1)
+    return out
+
+
 class FastGPT2:
     """A minimal GPT-2 forward over the live weights of a transformers GPT2LMHeadModel.
 
@@ -19,6 +45,12 @@ class FastGPT2:
     """
 
     SUPPORTED = ("gpt2",)
+    # Decode steps on CPU multiply a handful of rows by each weight: stream the weights (see _stream_matmul).
+    # Measured: streaming wins for the layers at 1-2 rows and for the wide head up to 16 rows.
+    LAYER_STREAM_ROWS = 2
+    HEAD_STREAM_ROWS = 16
+    LAYER_CHUNKS = 4
+    HEAD_CHUNKS = 8
 
     def __init__(self, model):
         from transformers.activations import ACT2FN
@@ -28,6 +60,7 @@ class FastGPT2:
             raise TypeError(f"fast decode supports {self.SUPPORTED}, not {cfg.model_type}")
         if getattr(cfg, "scale_attn_by_inverse_layer_idx", False) or getattr(cfg, "reorder_and_upcast_attn", False):
             raise TypeError("fast decode does not support scale_attn_by_inverse_layer_idx/reorder_and_upcast_attn")
+        self.model = model
         t = model.transformer
         self.wte, self.wpe = t.wte.weight, t.wpe.weight
         self.blocks = list(t.h)
@@ -38,24 +71,41 @@ class FastGPT2:
         self.head_dim = cfg.n_embd // cfg.n_head
         self.n_positions = cfg.n_positions
         self.scale = 1.0 / math.sqrt(self.head_dim) if getattr(cfg, "scale_attn_weights", True) else 1.0
-        self.act = ACT2FN[cfg.activation_function]
+        # gelu_new is tanh-GELU; torch's fused kernel replaces five elementwise ops per block.
+        tanh_gelu = cfg.activation_function in ("gelu_new", "gelu_pytorch_tanh")
+        self.act = (lambda x: F.gelu(x, approximate="tanh")) if tanh_gelu else ACT2FN[cfg.activation_function]
         self.eps = cfg.layer_norm_epsilon
-        self.k = self.v = None
+        self.kv = None  # per block: keys and values, [2, rows, heads, positions, head_dim]
+        self._transposed: dict[int, tuple] = {}
 
-    @staticmethod
-    def _linear(x, conv):
-        # transformers' Conv1D stores weight as [in, out]; addmm is what it computes, so results agree.
-        shape = x.shape[:-1] + (conv.weight.shape[1],)
-        return torch.addmm(conv.bias, x.reshape(-1, x.shape[-1]), conv.weight).view(shape)
+    def _linear(self, x, conv):
+        rows = x.reshape(-1, x.shape[-1])
+        if rows.shape[0] <= self.LAYER_STREAM_ROWS and rows.device.type == "cpu":
+            out = _stream_matmul(rows, self._rows_major(conv), self.LAYER_CHUNKS) + conv.bias
+        else:
+            # transformers' Conv1D stores weight as [in, out]; addmm is what it computes.
+            out = torch.addmm(conv.bias, rows, conv.weight)
+        return out.view(x.shape[:-1] + (conv.weight.shape[1],))
+
+    def _rows_major(self, conv) -> torch.Tensor:
+        """The Conv1D weight as [out, in], copied once and again only when the weight changes: a host
+        moving or casting the model gives it new storage, a style mixed in place calls weights_changed()
+        (and bumps the version counter, which tensors made under inference_mode lack)."""
+        w = conv.weight
+        version = -1 if w.is_inference() else w._version
+        key = (w.data_ptr(), w.dtype, w.device, version, getattr(self.model, WEIGHTS_EPOCH, 0))
+        hit = self._transposed.get(id(conv))
+        if hit is None or hit[0] != key:
+            hit = self._transposed[id(conv)] = (key, w.detach().t().contiguous())
+        return hit[1]
 
     def _block(self, i, block, x, pos, length):
         b, t, _ = x.shape
         h = F.layer_norm(x, (self.n_embd,), block.ln_1.weight, block.ln_1.bias, self.eps)
-        q, k, v = self._linear(h, block.attn.c_attn).split(self.n_embd, dim=2)
-        q = q.view(b, t, self.n_head, self.head_dim).transpose(1, 2)
-        self.k[i][:, :, pos:pos + t] = k.view(b, t, self.n_head, self.head_dim).transpose(1, 2)
-        self.v[i][:, :, pos:pos + t] = v.view(b, t, self.n_head, self.head_dim).transpose(1, 2)
-        keys, values = self.k[i][:, :, :length], self.v[i][:, :, :length]
+        qkv = self._linear(h, block.attn.c_attn).view(b, t, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
+        kv = self.kv[i]
+        kv[:, :, :, pos:pos + t] = qkv[1:]  # keys and values in one copy
+        q, keys, values = qkv[0], kv[0, :, :, :length], kv[1, :, :, :length]
         a = F.scaled_dot_product_attention(q, keys, values, is_causal=t > 1, scale=self.scale)
         a = a.transpose(1, 2).reshape(b, t, self.n_embd)
         x = x + self._linear(a, block.attn.c_proj)
@@ -68,18 +118,22 @@ class FastGPT2:
         for i, block in enumerate(self.blocks):
             x = self._block(i, block, x, pos, pos + t)
         x = F.layer_norm(x[:, -1], (self.n_embd,), self.ln_f.weight, self.ln_f.bias, self.eps)
-        return x @ self.head.t()
+        return self._project(x)
+
+    def _project(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for every vocabulary entry: x @ head.T, the biggest weight read of each step."""
+        if self.head.device.type != "cpu" or x.shape[0] > self.HEAD_STREAM_ROWS:
+            return x @ self.head.t()
+        return _stream_matmul(x, self.head, self.HEAD_CHUNKS)
 
     def prefill(self, context: torch.Tensor, rows: int, total_len: int) -> torch.Tensor:
         """Run the shared context once, then give each of `rows` rows its own copy of the cache."""
-        shape = (1, self.n_head, total_len, self.head_dim)
+        shape = (2, 1, self.n_head, total_len, self.head_dim)
         dev, dt = self.wte.device, self.wte.dtype
-        self.k = [torch.empty(shape, device=dev, dtype=dt) for _ in self.blocks]
-        self.v = [torch.empty(shape, device=dev, dtype=dt) for _ in self.blocks]
+        self.kv = [torch.empty(shape, device=dev, dtype=dt) for _ in self.blocks]
         logits = self._forward(context, 0)
         if rows > 1:
-            self.k = [k.expand(rows, -1, -1, -1).contiguous() for k in self.k]
-            self.v = [v.expand(rows, -1, -1, -1).contiguous() for v in self.v]
+            self.kv = [kv.expand(-1, rows, -1, -1, -1).contiguous() for kv in self.kv]
             logits = logits.expand(rows, -1)
         return logits
 

@@ -13,7 +13,7 @@ import torch
 from . import syntax
 from .adapters import base_fingerprint, load_adapter_deltas
 from .budget import approx_clip_tokens, clip_budget
-from .decoding import FastGPT2, decode_fast, decode_reference
+from .decoding import FastGPT2, decode_fast, decode_reference, weights_changed
 from .errors import AdapterError, InputError, NegativeNotSupportedError
 from .meta import ModelMeta
 from .paths import BUNDLED_LORAS
@@ -170,6 +170,7 @@ class Expander:
                 if delta is not None:
                     new = new + weight * delta.to(dev)
             params[k].copy_(new.to(params[k].dtype))
+        weights_changed(self.model)
         self._active_style = style
 
     def model_for_style(self, style: tuple):

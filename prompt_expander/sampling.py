@@ -122,10 +122,10 @@ class RowDecoder:
                 if nxt:
                     logits[r, [t for t in nxt if t < vocab_n]] += self.boost_value
         if self.greedy:
-            choice = logits.argmax(dim=-1)
+            best, choice = logits.max(dim=-1)
         else:
-            choice = self._sample(logits, vocab_n)
-        dead = torch.isinf(logits).all(dim=-1)  # everything banned: end the row rather than emit junk
+            best, choice = self._sample(logits, vocab_n)
+        dead = best == -math.inf  # everything banned: end the row rather than emit junk
         if eos is not None and bool(dead.any()):
             choice = torch.where(dead, torch.full_like(choice, eos), choice)
         choice_list = choice.tolist()
@@ -137,14 +137,16 @@ class RowDecoder:
         self.steps += 1
         return torch.tensor(choice_list, device=logits.device)
 
-    def _sample(self, logits: torch.Tensor, vocab_n: int) -> torch.Tensor:
+    def _sample(self, logits: torch.Tensor, vocab_n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Temperature, top-k, top-p, then a Gumbel-max draw over the surviving candidates.
 
-        Same kept set as warp_logits (the transformers-order reference), but top-p and the noise run
-        on the k candidates instead of the whole vocabulary.
+        Same kept set as warp_logits (the transformers-order reference), but temperature, top-p and the
+        noise run on the k candidates instead of the whole vocabulary (dividing by a positive temperature
+        keeps the order, and gives the same values). Returns (best candidate logit, chosen token) per row.
         """
         k = self.top_k if 0 < self.top_k < vocab_n else vocab_n
-        values, index = torch.topk(logits / self.temperature, k, dim=-1)  # sorted, largest first
+        values, index = torch.topk(logits, k, dim=-1)  # sorted, largest first
+        values = values / self.temperature
         if self.top_p < 1.0:
             probs = values.softmax(dim=-1)
             before = probs.cumsum(dim=-1) - probs  # mass of the likelier candidates
@@ -154,7 +156,7 @@ class RowDecoder:
         noise = torch.stack([gumbel_noise(g, k) if not d else torch.zeros(k)
                              for g, d in zip(self.generators, self.done)]).to(values.device)
         best = (values + noise).argmax(dim=-1, keepdim=True)
-        return index.gather(-1, best).squeeze(-1)
+        return values[:, 0], index.gather(-1, best).squeeze(-1)
 
     def _fits(self, ids) -> bool:
         return self.count(self.separator + self.vocab.decode(ids)) <= self.budget

@@ -67,3 +67,12 @@ def test_adapter_with_only_pickle_weights(lora_dirs, tmp_path, expander):
 def test_unknown_adapter(expander):
     with pytest.raises(AdapterError, match="no adapter"):
         expander.load_adapter("no-such-style")
+
+
+def test_style_switches_reach_the_fast_path_under_inference_mode(tiny_model_dir, lora_dirs):
+    """ComfyUI loads and runs nodes under inference_mode: a style switch must still reach the fast loop."""
+    with torch.inference_mode():
+        exp = loading.load_expander(str(tiny_model_dir), resident=False)
+        for styles in ([], [str(lora_dirs["photo"])], [str(lora_dirs["anime"])], []):
+            fast = exp.expand("a castle", seed=4, styles=styles).text
+            assert fast == exp.expand("a castle", seed=4, styles=styles, fast=False).text
