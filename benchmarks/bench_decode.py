@@ -15,8 +15,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from prompt_expander.decoding import decode_fast  # noqa: E402
 from prompt_expander.sampling import RowDecoder  # noqa: E402
 from prompt_expander.vocab import BanTable  # noqa: E402
+from prompt_expander.fileio import write_json_atomic  # noqa: E402
 
 NEW_TOKENS = 60
+GPT2_VOCAB = 50257
 
 
 def median_time(fn, repeats: int, sync) -> float:
@@ -85,10 +87,11 @@ def main(argv=None):
                                                            args.repeats, sync)
     if not args.skip_small:
         from prompt_expander.vocab import VocabInfo
-        small = random_gpt2_small(exp.vocab.vocab_size, device, exp.model.dtype)
+        # GPT-2 small exactly (124M, 50257 rows in the head); rows past our tokenizer are never sampled.
+        small = random_gpt2_small(GPT2_VOCAB, device, exp.model.dtype)
         small.config.eos_token_id = exp.vocab.eos_id
-        results.append(bench_model("random GPT-2-small architecture (12x768, our 8k vocabulary)", small, VocabInfo(exp.tokenizer, exp.vocab.vocab_size),
-                                   context, max(3, args.repeats // 2), sync))
+        results.append(bench_model("random GPT-2 small (12x768, 50257 vocabulary)", small,
+                                   VocabInfo(exp.tokenizer, GPT2_VOCAB), context, max(3, args.repeats // 2), sync))
     for r in results:
         print(f"{r['model']} ({r['params_M']}M, {r['device']}, {r['dtype']}), {NEW_TOKENS} new tokens:")
         for n in (1, 8):
@@ -98,7 +101,7 @@ def main(argv=None):
         if "expand_call_ms" in r:
             print(f"  full expand() call: {r['expand_call_ms']:.1f} ms; expand_many(8): {r['expand_many8_ms']:.1f} ms")
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+        write_json_atomic(args.json, results)
     return results
 
 

@@ -9,6 +9,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from prompt_expander.fileio import write_json_atomic  # noqa: E402
 
 CHILD = r"""
 import os, sys, time, json
@@ -53,7 +56,7 @@ def main(argv=None):
     print(f"warm load_expander() call: {res['warm_us']:.1f} us (a dict lookup plus a stat of the folder)")
     print(f"RSS added by loading: {res['rss_added_mb']:.0f} MB")
     if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=2))
+        write_json_atomic(args.json, res)
     return res
 
 

@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from prompt_expander.dataset import PackedBatches, TokenizedPrompts  # noqa: E402
 from prompt_expander.training import TrainConfig, run_training  # noqa: E402
+from prompt_expander.fileio import write_json_atomic  # noqa: E402
 
 
 def synthetic(n_prompts, vocab, seed=0):
@@ -95,7 +96,7 @@ def main(argv=None):
           f"({args.n_layer}x{args.n_embd}, vocab {args.vocab}, batch {args.batch}x{args.seq}, {args.precision})")
     result = {"ours_tok_s": t_ours, "hf_trainer_tok_s": t_hf, "ratio": t_ours / t_hf, **vars(args)}
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
+        write_json_atomic(args.json, result)
     return result
 
 

@@ -48,8 +48,20 @@ def warp_logits(logits: torch.Tensor, temperature: float, top_k: int, top_p: flo
 def gumbel_noise(generator: torch.Generator, n: int) -> torch.Tensor:
     """argmax(logits + this) is an exact draw from softmax(logits); each row owns its generator,
     so a row's draws never depend on what else is in the batch."""
-    u = torch.rand(n, generator=generator, dtype=torch.float32)
-    return -torch.log(-torch.log(u.clamp_(min=1e-20, max=1 - 1e-7)))
+    return gumbel_rows([generator], n)[0]
+
+
+def gumbel_rows(generators, n: int) -> torch.Tensor:
+    """Gumbel noise [len(generators), n], row r drawn from generators[r] (None: a finished row, no draw).
+
+    Rows are padded to a multiple of 16 so that every value goes through the same vectorised log
+    whatever the batch size: a row's noise is bit-identical alone or in a batch."""
+    width = -(-n // 16) * 16
+    u = torch.full((len(generators), width), 0.5)
+    for r, g in enumerate(generators):
+        if g is not None:
+            u[r, :n] = torch.rand(n, generator=g, dtype=torch.float32)
+    return -torch.log(-torch.log(u.clamp_(min=1e-20, max=1 - 1e-7)))[:, :n]
 
 
 class RowDecoder:
@@ -95,6 +107,7 @@ class RowDecoder:
         eos = self.vocab.eos_id
         if self.steps < self.min_new_tokens and eos is not None:
             logits[:, eos] = -math.inf
+        ban_rows, ban_cols = [], []
         for r in range(self.n):
             if self.done[r]:
                 continue
@@ -114,8 +127,11 @@ class RowDecoder:
                 pair = self.word_pairs[r].get(tokens[-1])
                 if pair:
                     extra = extra | pair
-            if extra:
-                logits[r, [t for t in extra if t < vocab_n]] = -math.inf
+            cols = [t for t in extra if t < vocab_n]
+            ban_rows += [r] * len(cols)
+            ban_cols += cols
+        if ban_cols:  # one write for all rows
+            logits[ban_rows, ban_cols] = -math.inf
         if self.boost is not None:
             for r in range(self.n):
                 nxt = self.boost.single_tokens() | self.boost.banned_after(self.tokens[r])
@@ -153,8 +169,7 @@ class RowDecoder:
             drop = before >= self.top_p
             drop[..., 0] = False
             values = values.masked_fill(drop, -math.inf)
-        noise = torch.stack([gumbel_noise(g, k) if not d else torch.zeros(k)
-                             for g, d in zip(self.generators, self.done)]).to(values.device)
+        noise = gumbel_rows([None if d else g for g, d in zip(self.generators, self.done)], k).to(values.device)
         best = (values + noise).argmax(dim=-1, keepdim=True)
         return values[:, 0], index.gather(-1, best).squeeze(-1)
 

@@ -8,7 +8,8 @@ from prompt_expander.decoding import FastGPT2, _stream_matmul, weights_changed
 
 def tiny_gpt2(vocab_size=403, seed=0):
     torch.manual_seed(seed)
-    cfg = GPT2Config(vocab_size=vocab_size, n_positions=48, n_embd=32, n_layer=2, n_head=4)
+    cfg = GPT2Config(vocab_size=vocab_size, n_positions=48, n_embd=32, n_layer=2, n_head=4, bos_token_id=0,
+                     eos_token_id=0)
     return GPT2LMHeadModel(cfg).eval()
 
 

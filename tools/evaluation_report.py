@@ -10,6 +10,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from prompt_expander.fileio import write_text_atomic  # noqa: E402
 
 
 def run(args: list[str], out_json: Path) -> dict:
@@ -69,7 +72,7 @@ def main():
               "expanded prompt; `reference_similarity` calibrates it: real validation prompts scored against their "
               "own first comma-separated segment.", "", "## Commands", "", "```", *commands, "```", ""]
     (ROOT / "docs").mkdir(exist_ok=True)
-    (ROOT / "docs" / "evaluation.md").write_text("\n".join(lines))
+    write_text_atomic(ROOT / "docs" / "evaluation.md", "\n".join(lines))
     print("wrote docs/evaluation.md")
 
 
