@@ -23,14 +23,27 @@ GPT2_VOCAB = 50257
 
 def median_time(fn, repeats: int, sync) -> float:
     fn()  # warm-up
-    times = []
+    return statistics.median(timed(fn, sync) for _ in range(repeats))
+
+
+def timed(fn, sync) -> float:
+    sync()
+    t0 = time.perf_counter()
+    fn()
+    sync()
+    return time.perf_counter() - t0
+
+
+def paired_times(fns: dict, repeats: int, sync) -> dict:
+    """Run the functions in turn, `repeats` rounds: a shared machine's slow spells then hit all of them
+    alike, and a ratio taken within each round is steadier than a ratio of medians taken minutes apart."""
+    for fn in fns.values():
+        fn()  # warm-up
+    times = {name: [] for name in fns}
     for _ in range(repeats):
-        sync()
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            times[name].append(timed(fn, sync))
+    return times
 
 
 def rows_for(vocab, n, seed=0, new_tokens=NEW_TOKENS):
@@ -50,12 +63,18 @@ def bench_model(name, model, vocab, context, repeats, sync):
     res = {"model": name, "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
            "device": str(model.device), "dtype": str(model.dtype).replace("torch.", "")}
     with torch.inference_mode():
-        for n in (1, 8):
-            ours = median_time(lambda: decode_fast(model, context, rows_for(vocab, n)), repeats, sync)
-            ref = median_time(lambda: stock(model, context, n), repeats, sync)
-            res[f"ours_b{n}_ms"], res[f"stock_b{n}_ms"] = ours * 1000, ref * 1000
-            res[f"speedup_b{n}"] = ref / ours
-        res["ours_8_over_1"] = res["ours_b8_ms"] / res["ours_b1_ms"]
+        t = paired_times({
+            "ours_b1": lambda: decode_fast(model, context, rows_for(vocab, 1)),
+            "stock_b1": lambda: stock(model, context, 1),
+            "ours_b8": lambda: decode_fast(model, context, rows_for(vocab, 8)),
+            "stock_b8": lambda: stock(model, context, 8),
+        }, repeats, sync)
+    for key, times in t.items():
+        res[f"{key}_ms"] = 1000 * statistics.median(times)
+    # Ratios are medians of per-round ratios (see paired_times).
+    for n in (1, 8):
+        res[f"speedup_b{n}"] = statistics.median(s / o for s, o in zip(t[f"stock_b{n}"], t[f"ours_b{n}"]))
+    res["ours_8_over_1"] = statistics.median(e / o for e, o in zip(t["ours_b8"], t["ours_b1"]))
     return res
 
 

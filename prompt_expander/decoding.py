@@ -18,21 +18,31 @@ def weights_changed(model) -> None:
     setattr(model, WEIGHTS_EPOCH, getattr(model, WEIGHTS_EPOCH, 0) + 1)
 
 
-def _stream_matmul(x: torch.Tensor, weight: torch.Tensor, chunks: int) -> torch.Tensor:
-    """x [rows, in] @ weight[out, in].T for a few rows, as one bmm over `chunks` row blocks of the weight.
+class StreamedWeight:
+    """A weight [out, in] laid out for _stream_matmul: row blocks as one [chunks, out // chunks, in] view,
+    plus the few rows left over when `out` does not divide (GPT-2's 50257-row head)."""
+
+    def __init__(self, weight: torch.Tensor, chunks: int):
+        out_dim = weight.shape[0]
+        step = out_dim // chunks
+        self.cut = step * chunks
+        self.blocks = weight[:self.cut].view(chunks, step, weight.shape[1])
+        self.rest = weight[self.cut:] if self.cut < out_dim else None
+
+
+def _stream_matmul(x: torch.Tensor, weight: StreamedWeight) -> torch.Tensor:
+    """x [rows, in] @ weight.T for a few rows, as one bmm over row blocks of the weight.
 
     At decode time each step reads every weight once for a handful of rows, so speed is how fast the
     weights stream through memory. With the MKL in the pip wheels, F.linear/addmm take a GEMV path that
     streams them at a third of the speed of this bmm on the CPUs we measured (benchmarks/bench_decode.py);
     the result differs only by summation order, i.e. float rounding.
     """
-    out_dim = weight.shape[0]
-    step = out_dim // chunks
-    cut = step * chunks
-    xt = x.t().unsqueeze(0).expand(chunks, -1, -1)
-    out = torch.bmm(weight[:cut].view(chunks, step, -1), xt).view(cut, -1).t()
-    if cut < out_dim:  # e.g. GPT-2's 50257 vocabulary rows: the rest go through one small matmul
-        out = torch.cat([out, x @ weight[cut:].t()], dim=-1)
+    rows, chunks = x.shape[0], weight.blocks.shape[0]
+    # x.t(), not x.view(...): the strides of the right operand pick bmm's kernel, and this one is fast.
+    out = torch.bmm(weight.blocks, x.t().unsqueeze(0).expand(chunks, -1, -1)).view(weight.cut, rows).t()
+    if weight.rest is not None:
+        out = torch.cat([out, x @ weight.rest.t()], dim=-1)
     return out
 
 
@@ -76,28 +86,38 @@ class FastGPT2:
         self.act = (lambda x: F.gelu(x, approximate="tanh")) if tanh_gelu else ACT2FN[cfg.activation_function]
         self.eps = cfg.layer_norm_epsilon
         self.kv = None  # per block: keys and values, [2, rows, heads, positions, head_dim]
-        self._transposed: dict[int, tuple] = {}
+        self._streamed: dict[int, tuple] = {}  # id(Conv1D) -> (weight signature, StreamedWeight)
+        self._head: StreamedWeight | None = None
 
     def _linear(self, x, conv):
         rows = x.reshape(-1, x.shape[-1])
-        if rows.shape[0] <= self.LAYER_STREAM_ROWS and rows.device.type == "cpu":
-            out = _stream_matmul(rows, self._rows_major(conv), self.LAYER_CHUNKS) + conv.bias
+        streamed = self._streamed.get(id(conv)) if rows.shape[0] <= self.LAYER_STREAM_ROWS else None
+        if streamed is not None:
+            out = _stream_matmul(rows, streamed[1]) + conv.bias
         else:
             # transformers' Conv1D stores weight as [in, out]; addmm is what it computes.
             out = torch.addmm(conv.bias, rows, conv.weight)
         return out.view(x.shape[:-1] + (conv.weight.shape[1],))
 
-    def _rows_major(self, conv) -> torch.Tensor:
-        """The Conv1D weight as [out, in], copied once and again only when the weight changes: a host
-        moving or casting the model gives it new storage, a style mixed in place calls weights_changed()
-        (and bumps the version counter, which tensors made under inference_mode lack)."""
-        w = conv.weight
-        version = -1 if w.is_inference() else w._version
-        key = (w.data_ptr(), w.dtype, w.device, version, getattr(self.model, WEIGHTS_EPOCH, 0))
-        hit = self._transposed.get(id(conv))
-        if hit is None or hit[0] != key:
-            hit = self._transposed[id(conv)] = (key, w.detach().t().contiguous())
-        return hit[1]
+    def _prepare_weights(self) -> None:
+        """Before each decode: lay out the weights for streaming on CPU (see _stream_matmul).
+
+        Each Conv1D weight gets a row-major [out, in] copy, made again only when the weight changed:
+        a host moving or casting the model gives it new storage, a style mixed in place calls
+        weights_changed() (and bumps the version counter, which tensors made under inference_mode lack).
+        """
+        if self.head.device.type != "cpu":
+            self._streamed, self._head = {}, None
+            return
+        epoch = getattr(self.model, WEIGHTS_EPOCH, 0)
+        for block in self.blocks:
+            for conv in (block.attn.c_attn, block.attn.c_proj, block.mlp.c_fc, block.mlp.c_proj):
+                w = conv.weight
+                key = (w.data_ptr(), w.dtype, -1 if w.is_inference() else w._version, epoch)
+                hit = self._streamed.get(id(conv))
+                if hit is None or hit[0] != key:
+                    self._streamed[id(conv)] = (key, StreamedWeight(w.detach().t().contiguous(), self.LAYER_CHUNKS))
+        self._head = StreamedWeight(self.head, self.HEAD_CHUNKS)
 
     def _block(self, i, block, x, pos, length):
         b, t, _ = x.shape
@@ -122,15 +142,16 @@ class FastGPT2:
 
     def _project(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for every vocabulary entry: x @ head.T, the biggest weight read of each step."""
-        if self.head.device.type != "cpu" or x.shape[0] > self.HEAD_STREAM_ROWS:
+        if self._head is None or x.shape[0] > self.HEAD_STREAM_ROWS:
             return x @ self.head.t()
-        return _stream_matmul(x, self.head, self.HEAD_CHUNKS)
+        return _stream_matmul(x, self._head)
 
     def prefill(self, context: torch.Tensor, rows: int, total_len: int) -> torch.Tensor:
         """Run the shared context once, then give each of `rows` rows its own copy of the cache."""
         shape = (2, 1, self.n_head, total_len, self.head_dim)
         dev, dt = self.wte.device, self.wte.dtype
         self.kv = [torch.empty(shape, device=dev, dtype=dt) for _ in self.blocks]
+        self._prepare_weights()
         logits = self._forward(context, 0)
         if rows > 1:
             self.kv = [kv.expand(-1, rows, -1, -1, -1).contiguous() for kv in self.kv]

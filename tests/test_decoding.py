@@ -3,7 +3,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from prompt_expander.decoding import FastGPT2, _stream_matmul, weights_changed
+from prompt_expander.decoding import FastGPT2, StreamedWeight, _stream_matmul, weights_changed
 
 
 def tiny_gpt2(vocab_size=403, seed=0):
@@ -27,7 +27,7 @@ def fast_logits(model, ids):
 def test_stream_matmul_is_a_matmul(out_dim, rows):
     g = torch.Generator().manual_seed(out_dim + rows)
     x, w = torch.randn(rows, 32, generator=g), torch.randn(out_dim, 32, generator=g)
-    got = _stream_matmul(x, w, 8)
+    got = _stream_matmul(x, StreamedWeight(w, 8))
     assert got.shape == (rows, out_dim)
     torch.testing.assert_close(got, x @ w.t(), rtol=1e-5, atol=1e-5)
 
