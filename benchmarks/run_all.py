@@ -28,9 +28,9 @@ def write_doc(path: Path, decode, load, train, machine: str) -> None:
 
 Machine: {machine}. No GPU was lent to the session that measured these, so there are no GPU figures yet;
 `python benchmarks/run_all.py --device cuda` adds them (fp32 and fp16) where one is present.
-Reproduce: `python benchmarks/run_all.py --out runs/bench` (each figure is a median over repeated runs; ours and
-stock `generate()` run on the same weights in the same process, with the same sampling settings:
-temperature 0.8, top-k 50, top-p 0.95, exactly 60 new tokens).
+Reproduce: `python benchmarks/run_all.py --out runs/bench`. Ours and stock `generate()` run on the same weights in
+the same process, with the same sampling settings (temperature 0.8, top-k 50, top-p 0.95, exactly 60 new
+tokens), in alternating rounds; times are medians over the rounds, speed-ups medians of per-round ratios.
 
 ## Decoding: our KV-cache loop vs stock transformers `generate()`
 
