@@ -144,7 +144,8 @@ class FastGPT2:
         """Logits for every vocabulary entry: x @ head.T, the biggest weight read of each step."""
         if self._head is None or x.shape[0] > self.HEAD_STREAM_ROWS:
             return x @ self.head.t()
-        return _stream_matmul(x, self._head)
+        # Row-contiguous logits: the sampler's mask and top-k run twice as fast on them as on the bmm's layout.
+        return _stream_matmul(x, self._head).contiguous()
 
     def prefill(self, context: torch.Tensor, rows: int, total_len: int) -> torch.Tensor:
         """Run the shared context once, then give each of `rows` rows its own copy of the cache."""
