@@ -78,6 +78,7 @@ class RowDecoder:
         self.n = len(seeds)
         self.generators = [torch.Generator().manual_seed(s) for s in seeds]
         self.tokens: list[list[int]] = [[] for _ in seeds]
+        self.row_bytes = [bytearray() for _ in seeds]  # the bytes of self.tokens[r]
         self.segment: list[list[int]] = [[] for _ in seeds]
         self.segment_bans = [BanTable() for _ in seeds]
         self.trigrams: list[dict] = [{} for _ in seeds]  # (t1, t2) -> tokens that followed them
@@ -173,15 +174,16 @@ class RowDecoder:
         best = (values + noise).argmax(dim=-1, keepdim=True)
         return values[:, 0], index.gather(-1, best).squeeze(-1)
 
-    def _fits(self, ids) -> bool:
-        return self.count(self.separator + self.vocab.decode(ids)) <= self.budget
+    def _fits(self, r: int) -> bool:
+        """Row r's tokens so far fit the budget (their bytes are kept as they grow, not decoded again)."""
+        return self.count(self.separator + self.row_bytes[r].decode("utf-8", "ignore")) <= self.budget
 
     def _advance(self, r: int, tok: int) -> None:
         tokens = self.tokens[r]
         is_eos = tok == self.vocab.eos_id
         if is_eos or self.vocab.starts_word[tok]:
             # Everything before this token is whole words: remember it if it still fits the budget.
-            if self._fits(tokens):
+            if self._fits(r):
                 self.clean_len[r] = len(tokens)
             elif tokens:
                 self.done[r] = True
@@ -195,6 +197,7 @@ class RowDecoder:
         if tokens and self.vocab.content_word[tokens[-1]] and self.vocab.content_word[tok]:
             self.word_pairs[r].setdefault(tokens[-1], set()).add(tok)
         tokens.append(tok)
+        self.row_bytes[r] += self.vocab.token_bytes[tok]
         if self.vocab.has_comma[tok]:
             seg = self.segment[r]
             if seg:  # a finished modifier may not be written again
