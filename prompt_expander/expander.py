@@ -22,8 +22,7 @@ from .vocab import BanTable, VocabInfo
 from .wordlists import WordMatcher, nsfw_words, parse_words, read_words
 
 SEPARATOR = ", "
-DANGLING = frozenset("a an the and or of by with in on at to for from as into onto over under like featuring feat "
-                     "ft inspired trending very highly while during its his her their this that".split())
+DANGLING = syntax.DANGLING
 _DANGLING_PHRASES = ("in the style", "in style", "the style", "style of", "art by", "painted by", "drawn by")
 
 

@@ -6,6 +6,7 @@ from typing import Callable
 
 import torch
 
+from .syntax import DANGLING
 from .vocab import BanTable, VocabInfo
 
 SEED_SPACE = 2**64
@@ -209,4 +210,17 @@ class RowDecoder:
             self.done[r] = True
 
     def row_text(self, r: int) -> str:
-        return self.vocab.decode(self.tokens[r][: self.clean_len[r]])
+        """The row's text up to its last clean stop: the end, or the last comma before a cut modifier.
+
+        A row cut by the budget or the token limit stops at a word boundary. When the next word carried
+        on the same modifier ("..., by greg" of "by greg rutkowski") that modifier is dropped, since half
+        of one says something else; when it was a comma or a connector ("by greg rutkowski" + "and")
+        the words kept are a whole phrase. A row whose only modifier was cut keeps it."""
+        tokens, end = self.tokens[r], self.clean_len[r]
+        text = self.vocab.decode(tokens[:end])
+        after = self.vocab.decode(tokens[end:end + 4]).lstrip()
+        first = after.split(None, 1)[0].strip(",;:.!?\"'").lower() if after else ""
+        complete = end == len(tokens) or after.startswith(",") or first in DANGLING
+        if not complete and "," in text:
+            text = text[: text.rfind(",")]
+        return text

@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import re
 
+# Words that never end a prompt; after a cut, as the next word, they show the words before were a whole phrase.
+DANGLING = frozenset("a an the and or of by with in on at to for from as into onto over under like featuring feat "
+                     "ft inspired trending very highly while during its his her their this that".split())
+
 # Characters that carry meaning in A1111/ComfyUI/dynamic-prompts syntax. The expansion never contains
 # them, so whatever it appends cannot open, close or re-weight anything.
 SYNTAX_CHARS = frozenset("()[]{}<>|\\:_")

@@ -178,3 +178,26 @@ def test_progress_and_interrupt_hooks(expander):
         raise Interrupted("stop")
     with pytest.raises(Interrupted):
         expander.expand("a cat", seed=1, should_stop=stop)
+
+
+@pytest.mark.parametrize("kept_words, want", [
+    (" highly detailed, by greg", " highly detailed"),  # "rutkowski" came next: half an artist is dropped
+    (" highly detailed, by greg rutkowski", " highly detailed, by greg rutkowski"),  # "and" came next
+    (" highly detailed,", " highly detailed,"),  # a comma came next
+    (" highly detailed, by greg rutkowski and alphonse mucha", " highly detailed, by greg rutkowski and alphonse mucha"),
+])
+def test_a_cut_row_ends_on_a_whole_modifier(kept_words, want, full=" highly detailed, by greg rutkowski and alphonse mucha"):
+    from prompt_expander.loading import load_expander
+    from prompt_expander.sampling import RowDecoder
+    from prompt_expander.vocab import BanTable
+    exp = load_expander()  # the shipped model's tokenizer
+    rows = RowDecoder(exp.vocab, BanTable(), [0], temperature=0.8, top_k=50, top_p=0.95, budget=75, count=len,
+                      separator=", ", min_new_tokens=0, max_new_tokens=64)
+    rows.tokens[0] = exp.tokenizer.encode(full, add_special_tokens=False)
+    rows.clean_len[0] = len(exp.tokenizer.encode(kept_words, add_special_tokens=False))
+    assert exp.vocab.decode(rows.tokens[0][:rows.clean_len[0]]) == kept_words  # a word boundary of `full`
+    assert rows.row_text(0) == want
+
+
+def test_a_row_whose_only_modifier_was_cut_keeps_it():
+    test_a_cut_row_ends_on_a_whole_modifier(" by greg", " by greg", full=" by greg rutkowski")

@@ -30,6 +30,8 @@ def main():
     ap.add_argument("--limit", type=int, default=200, help="expand-eval inputs")
     ap.add_argument("--seeds", type=int, default=4)
     ap.add_argument("--work", default="runs/eval")
+    ap.add_argument("--reuse-scores", action="store_true",
+                    help="reuse WORK/eval-*.json from an earlier run (the scores change only with the weights)")
     args = ap.parse_args()
     work = ROOT / args.work
     work.mkdir(parents=True, exist_ok=True)
@@ -38,7 +40,9 @@ def main():
     systems += [("default", []), ("default + photo", ["--lora", "photo"]), ("default + anime", ["--lora", "anime"])]
     rows, commands = [], []
     for name, extra in systems:
-        r = run(["evaluate", val, *extra], work / f"eval-{len(rows)}.json")
+        out_json = work / f"eval-{len(rows)}.json"
+        r = json.loads(out_json.read_text()) if args.reuse_scores and out_json.is_file() else \
+            run(["evaluate", val, *extra], out_json)
         commands.append(f"python -m prompt_expander evaluate {val} {' '.join(extra)}".strip())
         rows.append((name, r))
     ee = []
