@@ -22,6 +22,26 @@ def run(args: list[str], out_json: Path) -> dict:
     return json.loads(out_json.read_text())
 
 
+def lstm_budget_note(lstm_dirs) -> list[str]:
+    """Say how long the LSTM benchmarks trained next to the default model, from their training summaries."""
+    runs = []
+    for d in lstm_dirs:
+        summary = ROOT / d / "training_summary.json"
+        if summary.is_file():
+            runs.append((Path(d).name, json.loads(summary.read_text())))
+    if not runs:
+        return []
+    default = json.loads((ROOT / "models" / "default" / "training_summary.json").read_text())
+    budgets = ", ".join(f"{name}: {r['step']} steps, {r['tokens_seen'] / 1e6:.2f}M tokens" for name, r in runs)
+    still_falling = all(len(r.get("history", [])) >= 2 and r["history"][-1]["val_loss"] < r["history"][-2]["val_loss"]
+                        for _, r in runs)
+    return [f"The LSTM benchmarks had a small training budget ({budgets}), against the default GPT-2's "
+            f"{default['tokens_seen'] / 1e6:.1f}M tokens. "
+            + ("Their validation loss was still falling when they stopped, so these rows bound the LSTM from "
+               "above rather than measure a converged one; `train-lstm` with more `--steps` gives the fair "
+               "comparison." if still_falling else ""), ""]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--data", default="runs/data", help="folder from `prepare` (val.txt is scored)")
@@ -63,6 +83,7 @@ def main():
     lines += ["", "Perplexity compares token for token only between systems that share the BPE tokenizer (the GPT-2 "
               "models and the BPE LSTM); bits per byte compares all of them. The word-level LSTM pays for every "
               "out-of-vocabulary word by spelling it at 8 bits per byte, so `<unk>` does not flatter it.", "",
+              *lstm_budget_note(args.lstm),
               f"## expand-eval on `{args.inputs}` (first {args.limit} inputs, {args.seeds} seeds each)", "",
               "| metric | " + " | ".join(n for n, _ in ee) + " |", "|---|" + "---:|" * len(ee)]
     keys = ["retention", "added_words_mean", "added_words_p5", "added_words_p95", "on_topic_similarity",
