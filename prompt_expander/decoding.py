@@ -23,6 +23,7 @@ class StreamedWeight:
     plus the few rows left over when `out` does not divide (GPT-2's 50257-row head)."""
 
     def __init__(self, weight: torch.Tensor, chunks: int):
+        weight = weight.contiguous()  # a no-op for the weights transformers makes
         out_dim = weight.shape[0]
         step = out_dim // chunks
         self.cut = step * chunks
