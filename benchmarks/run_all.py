@@ -12,6 +12,7 @@ import bench_train  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from prompt_expander.fileio import write_text_atomic  # noqa: E402
 
 KEPT = "## Against the targets"
 
@@ -24,10 +25,12 @@ def write_doc(path: Path, decode, load, train, machine: str) -> None:
             rows.append(f"| {r['model']} ({r['params_M']}M) | {r['device']} {r['dtype']} | batch {n}, 60 new tokens | "
                         f"{r[f'ours_b{n}_ms']:.1f} ms | {r[f'stock_b{n}_ms']:.1f} ms | x{r[f'speedup_b{n}']:.2f} |")
     d0 = decode[0]
+    gpu_note = "" if any(r["device"].startswith("cuda") for r in decode) else (
+        " No GPU was used, so there are no GPU figures;\n`python benchmarks/run_all.py --device cuda` adds them "
+        "(fp32 and fp16) where one is present.")
     text = f"""# Benchmarks
 
-Machine: {machine}. No GPU was lent to the session that measured these, so there are no GPU figures yet;
-`python benchmarks/run_all.py --device cuda` adds them (fp32 and fp16) where one is present.
+Machine: {machine}.{gpu_note}
 Reproduce: `python benchmarks/run_all.py --out runs/bench`. Ours and stock `generate()` run on the same weights in
 the same process, with the same sampling settings (temperature 0.8, top-k 50, top-p 0.95, exactly 60 new
 tokens), in alternating rounds; times are medians over the rounds, speed-ups medians of per-round ratios.
@@ -57,7 +60,6 @@ ours {train['ours_tok_s']:,.0f} tokens/s, `Trainer` {train['hf_trainer_tok_s']:,
     old = path.read_text() if path.exists() else ""
     if KEPT in old:
         text += "\n" + old[old.index(KEPT):]
-    from prompt_expander.fileio import write_text_atomic
     write_text_atomic(path, text)
 
 
