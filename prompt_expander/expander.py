@@ -308,13 +308,17 @@ class Expander:
 _SPLIT_DIGITS = re.compile(r"(?<=\d) (?=\d)")
 _SPLIT_UNIT = re.compile(r"(?<=\d) (?=(?:k|d|s|mm|px|p|fps|th|st|nd|rd)\b)")
 _SPLIT_DECIMAL = re.compile(r"(?<=\d)\. (?=\d)")
+# Only names that are written as one token: a lone "a 4k photo" must keep its space.
+_SPLIT_NAME = re.compile(r"\b(c|ue) (?=\d)", re.IGNORECASE)
 
 
 def tidy_numbers(text: str) -> str:
-    """Undo a corpus artefact: '8 k', '8 0 s', 'f 1. 4' (one source split digits) read as '8k', '80s', 'f 1.4'."""
+    """Undo a corpus artefact: '8 k', '8 0 s', 'f 1. 4', 'c 4 d', 'ue 5' (one source split digits off)
+    read as '8k', '80s', 'f 1.4', 'c4d', 'ue5'."""
     text = _SPLIT_DECIMAL.sub(".", text)
     text = _SPLIT_DIGITS.sub("", text)
-    return _SPLIT_UNIT.sub("", text)
+    text = _SPLIT_UNIT.sub("", text)
+    return _SPLIT_NAME.sub(r"\1", text)
 
 
 def strip_dangling(text: str) -> str:

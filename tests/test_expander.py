@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from prompt_expander.errors import InputError, NegativeNotSupportedError
-from prompt_expander.expander import DANGLING, strip_dangling
+from prompt_expander.expander import DANGLING, strip_dangling, tidy_numbers
 from prompt_expander.sampling import normalise_seed, warp_logits
 from prompt_expander.syntax import SYNTAX_CHARS
 
@@ -83,6 +83,12 @@ def test_clean_endings(expander):
         if added:
             assert not added.endswith((",", " ")), added
             assert added.split()[-1].lower() not in DANGLING, added
+
+
+def test_tidy_numbers_joins_split_digits_but_not_words():
+    assert tidy_numbers("8 k, 8 0 s, f 1. 4, c 4 d, ue 5") == "8k, 80s, f 1.4, c4d, ue5"
+    assert tidy_numbers("a 4 k photo, 1 9 2 0 s") == "a 4k photo, 1920s"
+    assert tidy_numbers("unreal engine 5, cinema 4 d") == "unreal engine 5, cinema 4d"
 
 
 def test_strip_dangling():
