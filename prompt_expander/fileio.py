@@ -18,6 +18,11 @@ def _umask() -> int:
     return mask
 
 
+def plain_file_mode(path: str | os.PathLike) -> None:
+    """Give a file the mode a plain open() would: others can read a saved model as they can any file."""
+    os.chmod(path, 0o666 & ~_umask())
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = ""):
     """Yield a temporary path beside `path`; it replaces `path` only if the block succeeds."""
@@ -25,7 +30,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = ""):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a written file should look like any other
+    plain_file_mode(tmp)  # mkstemp makes 0600; a written file should look like any other
     try:
         yield Path(tmp)
         os.replace(tmp, path)

@@ -86,6 +86,8 @@ def main(args) -> int:
         import shutil
         shutil.copyfile(args.negative_vocab, out / NEGATIVE_VOCAB)
         meta.negative_vocabulary = NEGATIVE_VOCAB
+    elif (out / NEGATIVE_VOCAB).is_file():  # a resumed run keeps the terms its first invocation shipped
+        meta.negative_vocabulary = NEGATIVE_VOCAB
 
     def save_final(model, state):
         save_pretrained_atomic(model, out)

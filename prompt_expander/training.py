@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from .fileio import atomic_dir, write_json_atomic
+from .fileio import atomic_dir, plain_file_mode, write_json_atomic
 
 CHECKPOINT_DIR = "checkpoint"
 
@@ -235,6 +235,7 @@ def save_pretrained_atomic(model, out_dir, **kwargs) -> None:
     try:
         model.save_pretrained(str(tmp), safe_serialization=True, **kwargs)
         for f in tmp.iterdir():
+            plain_file_mode(f)  # some transformers versions write 0600 files through their own temp files
             os.replace(f, out / f.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -48,6 +48,11 @@ def test_train_base_lowers_loss_and_saves_a_loadable_model(base_model):
     assert last < first and last < math.log(300) - 1.5  # far below a uniform guess over the vocabulary
     assert (base_model / "model.safetensors").exists() and (base_model / "vocab.json").exists()
     assert "Prompt Expander default model" in (base_model / "README.md").read_text()
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in base_model.iterdir():  # saved files are readable like any other, not 0600 temp files
+        if f.is_file():
+            assert f.stat().st_mode & 0o777 == 0o666 & ~umask, f.name
     from prompt_expander.loading import load_expander
     r = load_expander(str(base_model)).expand("portrait of a woman", seed=1)
     assert r.text.startswith("portrait of a woman, ")
@@ -59,9 +64,12 @@ def test_killed_run_resumes_from_checkpoint_to_the_same_weights(data_dir, tmp_pa
     full = tmp_path / "full"
     assert cli("train-base", data_dir, "--out", full, *flags).returncode == 0
     killed = tmp_path / "killed"
+    negative = tmp_path / "negative.txt"
+    negative.write_text("blurry\nlowres\n")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "prompt_expander", "train-base", str(data_dir), "--out",
-                             str(killed), *flags], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             str(killed), "--negative-vocab", str(negative), *flags], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     state_file = killed / "checkpoint" / "train_state.json"
     deadline = time.time() + 300
     while time.time() < deadline:
@@ -75,6 +83,8 @@ def test_killed_run_resumes_from_checkpoint_to_the_same_weights(data_dir, tmp_pa
     r = cli("train-base", data_dir, "--out", killed, "--resume", *flags)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "resumed from" in r.stdout + r.stderr
+    # The resume was not told --negative-vocab again; the terms shipped by the first invocation stay.
+    assert json.loads((killed / "prompt_expander.json").read_text())["negative_vocabulary"] == "negative_vocab.txt"
     a, b = load_file(str(full / "model.safetensors")), load_file(str(killed / "model.safetensors"))
     assert a.keys() == b.keys()
     for k in a:
