@@ -269,7 +269,7 @@ class Expander:
     @staticmethod
     def finish(added: str, budget: int, count_fn, blocked: WordMatcher, user_text: str) -> str:
         """Clean the decoded addition: no syntax, no repeated or blocked modifier, no dangling ending."""
-        added = tidy_numbers(syntax.sanitize_added(added))
+        added = tidy_splits(syntax.sanitize_added(added))
         seen = {s.strip().lower() for s in syntax.plain_words(user_text).split(",")}
         segments = []
         for seg in added.split(","):
@@ -308,13 +308,18 @@ class Expander:
 _SPLIT_DIGITS = re.compile(r"(?<=\d) (?=\d)")
 _SPLIT_UNIT = re.compile(r"(?<=\d) (?=(?:k|d|s|mm|px|p|fps|th|st|nd|rd)\b)")
 _SPLIT_DECIMAL = re.compile(r"(?<=\d)\. (?=\d)")
+# Only the first halves of compounds: a " - " after any other word may be a separator ("a cat - digital art").
+_SPLIT_HYPHEN = re.compile(
+    r"\b(sci|award|close|hyper|highly|full|ultra|well|post|dream|neo|real|top|photo|low|high|semi|super|mid|half"
+    r"|self|hand|life|wide|multi|anti|non|pre|cel|spider|t|x) - (?=[a-z])", re.IGNORECASE)
 # Only names that are written as one token: a lone "a 4k photo" must keep its space.
 _SPLIT_NAME = re.compile(r"\b(c|ue) (?=\d)", re.IGNORECASE)
 
 
-def tidy_numbers(text: str) -> str:
-    """Undo a corpus artefact: '8 k', '8 0 s', 'f 1. 4', 'c 4 d', 'ue 5' (one source split digits off)
-    read as '8k', '80s', 'f 1.4', 'c4d', 'ue5'."""
+def tidy_splits(text: str) -> str:
+    """Undo a corpus artefact: one source split digits and hyphens off, so '8 k', '8 0 s', 'f 1. 4', 'c 4 d',
+    'ue 5', 'award - winning' read as '8k', '80s', 'f 1.4', 'c4d', 'ue5', 'award-winning'."""
+    text = _SPLIT_HYPHEN.sub(r"\1-", text)
     text = _SPLIT_DECIMAL.sub(".", text)
     text = _SPLIT_DIGITS.sub("", text)
     text = _SPLIT_UNIT.sub("", text)

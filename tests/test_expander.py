@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from prompt_expander.errors import InputError, NegativeNotSupportedError
-from prompt_expander.expander import DANGLING, strip_dangling, tidy_numbers
+from prompt_expander.expander import DANGLING, strip_dangling, tidy_splits
 from prompt_expander.sampling import normalise_seed, warp_logits
 from prompt_expander.syntax import SYNTAX_CHARS
 
@@ -85,10 +85,13 @@ def test_clean_endings(expander):
             assert added.split()[-1].lower() not in DANGLING, added
 
 
-def test_tidy_numbers_joins_split_digits_but_not_words():
-    assert tidy_numbers("8 k, 8 0 s, f 1. 4, c 4 d, ue 5") == "8k, 80s, f 1.4, c4d, ue5"
-    assert tidy_numbers("a 4 k photo, 1 9 2 0 s") == "a 4k photo, 1920s"
-    assert tidy_numbers("unreal engine 5, cinema 4 d") == "unreal engine 5, cinema 4d"
+def test_tidy_splits_joins_split_digits_and_hyphens_but_not_words():
+    assert tidy_splits("8 k, 8 0 s, f 1. 4, c 4 d, ue 5") == "8k, 80s, f 1.4, c4d, ue5"
+    assert tidy_splits("a 4 k photo, 1 9 2 0 s") == "a 4k photo, 1920s"
+    assert tidy_splits("unreal engine 5, cinema 4 d") == "unreal engine 5, cinema 4d"
+    assert tidy_splits("award - winning, sci - fi, hyper - realistic, t - shirt") == \
+        "award-winning, sci-fi, hyper-realistic, t-shirt"
+    assert tidy_splits("a cat - digital art, 1 - 2") == "a cat - digital art, 1 - 2"
 
 
 def test_strip_dangling():
