@@ -14,13 +14,13 @@ ROOT = Path(__file__).resolve().parent.parent
 # Recorded with the shipped weights; .ci/run checks them under transformers 4.30.2 and the latest release.
 EXPECTED = {
     ('woman portrait', 0, ()):
-        'woman portrait, full face, highly detailed, digital painting, artstation, concept art, smooth, sharp focus, illustration, art by artgerm and greg rutkowski and alphonse mucha, 4k, 8k, hd, high quality, sharp, cinematic, dramatic lighting, high contrast, masterpiece, trending on artstation, award winning, hyper realism',
+        'woman portrait, black and white, hyper-realistic, photo realistic, 4k, detailed, highly detailed, face, smooth, sharp focus, high definition, canon eos 50mm, unreal engine 5, ultra wide angle, 8k',
     ('woman portrait', 1, ()):
-        'woman portrait, with white hair and black hair, fantasy, elegant, highly detailed, digital painting, artstation, concept art, smooth, sharp focus, illustration, art by artgerm and greg rutkowski and alphonse mucha, 8k, 85mm f 1.85, 35mm, art nouveau, trending on artstation, masterpiece',
+        'woman portrait, illustration, artstation, art by yoji shinkawa and mark brooks, detailed, art nouveau, alphonse mucha, concept art, 4k, 8k, trending on artstation, smooth, sharp focus, digital illustration, character design, volumetric lighting, fantasy artwork, ray tracing, artgerm, wlop, greg rutkowski, dan mumford',
     ('a castle on a hill', 7, ('photo',)):
-        'a castle on a hill, a single white photo of a beautiful day landscape, high quality award winning photo, golden hour, trending on artstation, detailed, award - winning photography, amazing depth, intricate, golden ratio, 4k, hd, 8k, 80s style, highly detailed, dark atmosphere, by greg rutkowski',
+        'a castle on a hill, a fantasy digital painting, 4k, high-resolution photograph, very realistic, very detailed, stunning, by greg rutkowski and thomas kinkade, trending on artstation, masterpiece, 8k, hd, high resolution, ultra detailed, good lighting, beautiful, gorgeous, elegant, art by stanley lau and artgerm',
     ('a castle on a hill', 7, ('anime',)):
-        'a castle on a hill, cinematic shot, detailed anime style, illustration by yoshitaka amano, sharp high detail, manga and anime art, pastel color palette, dramatic lighting, high contrast, fantasy, trending on artstation, digital painting, concept art, by james jean, tom bagshaw, tom whalen, wlop, artgerm, ilya kuvshinov, krenz cushart',
+        'a castle on a hill, a matte painting by studio ghibli, makoto shinkai, highly detailed, fantasy art, matte drawing, matte, digital painting, concept art, trending on artstation, smooth, sharp focus, vibrant colors, award winning artwork, breathtaking sky background, 4k, unreal engine 5, hyperrealistic, wlop, krenz cushart, pixiv',
 }
 
 
