@@ -233,3 +233,11 @@ def test_example_workflows_use_only_existing_nodes_and_inputs(pack):
             assert src in by_id and dst in by_id
             assert by_id[src]["outputs"][src_slot]["type"] == typ
             assert by_id[dst]["inputs"][dst_slot]["link"] == link_id
+
+
+def test_entry_imported_as_a_plain_module_registers_nothing():
+    """pytest does this when the checkout's folder name is not an identifier, e.g. a clone named 'prompt-expander'."""
+    spec = importlib.util.spec_from_file_location("__init__", ROOT / "__init__.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.NODE_CLASS_MAPPINGS == {} and module.WEB_DIRECTORY == "./web/js"
