@@ -46,17 +46,13 @@ def warp_logits(logits: torch.Tensor, temperature: float, top_k: int, top_p: flo
     return logits
 
 
-def gumbel_noise(generator: torch.Generator, n: int) -> torch.Tensor:
-    """argmax(logits + this) is an exact draw from softmax(logits); each row owns its generator,
-    so a row's draws never depend on what else is in the batch."""
-    return gumbel_rows([generator], n)[0]
-
-
 def gumbel_rows(generators, n: int) -> torch.Tensor:
     """Gumbel noise [len(generators), n], row r drawn from generators[r] (None: a finished row, no draw).
 
-    Rows are padded to a multiple of 16 so that every value goes through the same vectorised log
-    whatever the batch size: a row's noise is bit-identical alone or in a batch."""
+    argmax(logits + a row of this) is an exact draw from softmax(logits). Each row owns its generator, so
+    its draws never depend on what else is in the batch; rows are padded to a multiple of 16 so that every
+    value goes through the same vectorised log whatever the batch size: a row's noise is bit-identical
+    alone or in a batch."""
     width = -(-n // 16) * 16
     u = torch.full((len(generators), width), 0.5)
     for r, g in enumerate(generators):
