@@ -1,4 +1,5 @@
-"""Cold load time, warm (cached) call overhead and resident memory added by loading the default model."""
+"""Cold load time, warm (cached) call overhead and resident memory added by loading the default model
+and by the decode loop's weight copies (made at the first expansion and the first batch of variations)."""
 from __future__ import annotations
 
 import argparse
@@ -30,13 +31,17 @@ exp = loading.load_expander({model!r})
 cold = time.perf_counter() - t0
 rss1 = rss_kb()
 exp.expand("woman portrait", seed=0)
+rss2 = rss_kb()
+exp.expand_many("woman portrait", 8, seed=0)
+rss3 = rss_kb()
 warm = []
 for _ in range(200):
     t0 = time.perf_counter()
     loading.load_expander({model!r})
     warm.append(time.perf_counter() - t0)
 warm.sort()
-print(json.dumps({{"cold_s": cold, "warm_us": 1e6 * warm[len(warm) // 2], "rss_added_mb": (rss1 - rss0) / 1024}}))
+print(json.dumps({{"cold_s": cold, "warm_us": 1e6 * warm[len(warm) // 2], "rss_added_mb": (rss1 - rss0) / 1024,
+                  "rss_after_expand_mb": (rss2 - rss0) / 1024, "rss_after_variations_mb": (rss3 - rss0) / 1024}}))
 """
 
 
@@ -54,7 +59,8 @@ def main(argv=None):
     res = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
     print(f"cold load (imports excluded): {res['cold_s'] * 1000:.0f} ms (median of {args.runs} fresh processes)")
     print(f"warm load_expander() call: {res['warm_us']:.1f} us (a dict lookup plus a stat of the folder)")
-    print(f"RSS added by loading: {res['rss_added_mb']:.0f} MB")
+    print(f"RSS added by loading: {res['rss_added_mb']:.0f} MB; after the first expansion: "
+          f"{res['rss_after_expand_mb']:.0f} MB; after the first 8 variations: {res['rss_after_variations_mb']:.0f} MB")
     if args.json:
         write_json_atomic(args.json, res)
     return res

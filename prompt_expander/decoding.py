@@ -47,6 +47,49 @@ def _stream_matmul(x: torch.Tensor, weight: StreamedWeight) -> torch.Tensor:
     return out
 
 
+def _no_decode_cache():
+    return None
+
+
+_PACKED_OK: dict[torch.dtype, bool] = {}
+
+
+def packed_linear_available(dtype: torch.dtype) -> bool:
+    """Whether this torch build can pre-pack CPU weights of `dtype` for oneDNN (a private op: probe it)."""
+    if dtype not in _PACKED_OK:
+        try:
+            weight = PackedWeight(torch.ones(4, 4, dtype=dtype))
+            _PACKED_OK[dtype] = bool((weight(torch.ones(3, 4, dtype=dtype), None) == 4).all())
+        except Exception:  # an old torch, a build without oneDNN, or a CPU without the instructions for dtype
+            _PACKED_OK[dtype] = False
+    return _PACKED_OK[dtype]
+
+
+class PackedWeight:
+    """A weight [out, in] pre-packed into oneDNN's blocked layout, for matmuls of 3 or more rows on CPU.
+
+    With the MKL in the pip wheels, addmm of a few rows (8 variations) runs far below the CPU's peak on
+    the machine we measured; with oneDNN and pre-packed weights the 8-row decode ran about 1.4x faster
+    (benchmarks/bench_decode.py). The result differs only by summation order, i.e. float rounding.
+    """
+
+    ROWS_HINT = 8  # measured: the layout oneDNN picks for 8 rows serves 3 to 16 rows as well as their own
+
+    def __init__(self, weight: torch.Tensor):
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), self.ROWS_HINT)
+
+    def __call__(self, x: torch.Tensor, bias: torch.Tensor | None, tanh_gelu: bool = False,
+                 residual: torch.Tensor | None = None) -> torch.Tensor:
+        """x @ weight.T + bias, then either tanh-GELU or + residual, fused into the matmul's output pass."""
+        if residual is not None:
+            if tanh_gelu:
+                raise ValueError("oneDNN's fused linear takes an activation or a residual, not both")
+            return torch.ops.mkldnn._linear_pointwise.binary(x, residual, self.packed, bias, "add")
+        if tanh_gelu:
+            return torch.ops.mkldnn._linear_pointwise(x, self.packed, bias, "gelu", [], "tanh")
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed, bias, "none", [], "")
+
+
 class FastGPT2:
     """A minimal GPT-2 forward over the live weights of a transformers GPT2LMHeadModel.
 
@@ -56,10 +99,12 @@ class FastGPT2:
     """
 
     SUPPORTED = ("gpt2",)
-    # Decode steps on CPU multiply a handful of rows by each weight: stream the weights (see _stream_matmul).
-    # Measured: streaming wins for the layers at 1-2 rows and for the wide head up to 16 rows.
+    # Decode steps on CPU multiply a handful of rows by each weight. Measured: streaming the weights
+    # (see _stream_matmul) wins at 1-2 rows; from 3 rows pre-packed oneDNN weights win (see PackedWeight);
+    # where a torch build lacks those, addmm wins for the layers and streaming for the head up to 16 rows.
     LAYER_STREAM_ROWS = 2
     HEAD_STREAM_ROWS = 16
+    PACKED_ROWS = 3
     LAYER_CHUNKS = 4
     HEAD_CHUNKS = 8
 
@@ -83,42 +128,72 @@ class FastGPT2:
         self.n_positions = cfg.n_positions
         self.scale = 1.0 / math.sqrt(self.head_dim) if getattr(cfg, "scale_attn_weights", True) else 1.0
         # gelu_new is tanh-GELU; torch's fused kernel replaces five elementwise ops per block.
-        tanh_gelu = cfg.activation_function in ("gelu_new", "gelu_pytorch_tanh")
-        self.act = (lambda x: F.gelu(x, approximate="tanh")) if tanh_gelu else ACT2FN[cfg.activation_function]
+        self.tanh_gelu = cfg.activation_function in ("gelu_new", "gelu_pytorch_tanh")
+        self.act = (lambda x: F.gelu(x, approximate="tanh")) if self.tanh_gelu else ACT2FN[cfg.activation_function]
         self.eps = cfg.layer_norm_epsilon
         self.kv = None  # per block: keys and values, [2, rows, heads, positions, head_dim]
         self._streamed: dict[int, tuple] = {}  # id(Conv1D) -> (weight signature, StreamedWeight)
+        self._packed: dict = {}  # id(Conv1D) or "head" -> (weight signature, PackedWeight)
+        self._use_packed = False  # this decode multiplies 3 or more rows per step: use self._packed
         self._head: StreamedWeight | None = None
 
-    def _linear(self, x, conv):
+    def __reduce__(self):
+        # A host may deepcopy or pickle the model this cache hangs on; oneDNN's packed tensors can be
+        # neither, and a copy would only double the memory. The copy builds its own cache when it decodes.
+        return (_no_decode_cache, ())
+
+    def _linear(self, x, conv, activate=False, residual=None):
+        """x @ weight + bias, then the activation when `activate`, then + `residual` when given."""
         rows = x.reshape(-1, x.shape[-1])
-        streamed = self._streamed.get(id(conv)) if rows.shape[0] <= self.LAYER_STREAM_ROWS else None
-        if streamed is not None:
+        out_shape = x.shape[:-1] + (conv.weight.shape[1],)
+        n = rows.shape[0]
+        streamed = self._streamed.get(id(conv)) if n <= self.LAYER_STREAM_ROWS else None
+        packed = self._packed.get(id(conv)) if self._use_packed and n >= self.PACKED_ROWS else None
+        if packed is not None:
+            fuse_act = activate and self.tanh_gelu
+            out = packed[1](rows, conv.bias, tanh_gelu=fuse_act,
+                            residual=None if residual is None else residual.reshape(n, -1))
+            activate, residual = activate and not fuse_act, None
+        elif streamed is not None:
             out = _stream_matmul(rows, streamed[1]) + conv.bias
         else:
             # transformers' Conv1D stores weight as [in, out]; addmm is what it computes.
             out = torch.addmm(conv.bias, rows, conv.weight)
-        return out.view(x.shape[:-1] + (conv.weight.shape[1],))
+        if activate:
+            out = self.act(out)
+        out = out.view(out_shape)
+        return out if residual is None else residual + out
 
-    def _prepare_weights(self) -> None:
-        """Before each decode: lay out the weights for streaming on CPU (see _stream_matmul).
+    def _prepare_weights(self, rows: int) -> None:
+        """Before each decode: lay out the weights on CPU for streaming (see _stream_matmul) and, when the
+        decode has 3 or more rows, pre-pack them for oneDNN (see PackedWeight).
 
-        Each Conv1D weight gets a row-major [out, in] copy, made again only when the weight changed:
-        a host moving or casting the model gives it new storage, a style mixed in place calls
-        weights_changed() (and bumps the version counter, which tensors made under inference_mode lack).
+        Each copy is made again only when its weight changed: a host moving or casting the model gives it
+        new storage, a style mixed in place calls weights_changed() (and bumps the version counter, which
+        tensors made under inference_mode lack). Packed copies are made only once a multi-row decode asks.
         """
         if self.head.device.type != "cpu":
-            self._streamed, self._head = {}, None
+            self._streamed, self._packed, self._head, self._use_packed = {}, {}, None, False
             return
         epoch = getattr(self.model, WEIGHTS_EPOCH, 0)
+
+        def signature(w):
+            return (w.data_ptr(), w.dtype, -1 if w.is_inference() else w._version, epoch)
+
+        self._use_packed = rows >= self.PACKED_ROWS and packed_linear_available(self.head.dtype)
         for block in self.blocks:
             for conv in (block.attn.c_attn, block.attn.c_proj, block.mlp.c_fc, block.mlp.c_proj):
-                w = conv.weight
-                key = (w.data_ptr(), w.dtype, -1 if w.is_inference() else w._version, epoch)
+                w, key = conv.weight, signature(conv.weight)
                 hit = self._streamed.get(id(conv))
                 if hit is None or hit[0] != key:
                     self._streamed[id(conv)] = (key, StreamedWeight(w.detach().t().contiguous(), self.LAYER_CHUNKS))
+                hit = self._packed.get(id(conv))
+                if self._use_packed and (hit is None or hit[0] != key):
+                    self._packed[id(conv)] = (key, PackedWeight(w.detach().t()))
         self._head = StreamedWeight(self.head, self.HEAD_CHUNKS)
+        key, hit = signature(self.head), self._packed.get("head")
+        if self._use_packed and (hit is None or hit[0] != key):
+            self._packed["head"] = (key, PackedWeight(self.head))
 
     def _block(self, i, block, x, pos, length):
         b, t, _ = x.shape
@@ -129,9 +204,9 @@ class FastGPT2:
         q, keys, values = qkv[0], kv[0, :, :, :length], kv[1, :, :, :length]
         a = F.scaled_dot_product_attention(q, keys, values, is_causal=t > 1, scale=self.scale)
         a = a.transpose(1, 2).reshape(b, t, self.n_embd)
-        x = x + self._linear(a, block.attn.c_proj)
+        x = self._linear(a, block.attn.c_proj, residual=x)
         h = F.layer_norm(x, (self.n_embd,), block.ln_2.weight, block.ln_2.bias, self.eps)
-        return x + self._linear(self.act(self._linear(h, block.mlp.c_fc)), block.mlp.c_proj)
+        return self._linear(self._linear(h, block.mlp.c_fc, activate=True), block.mlp.c_proj, residual=x)
 
     def _forward(self, ids: torch.Tensor, pos: int) -> torch.Tensor:
         t = ids.shape[1]
@@ -143,6 +218,8 @@ class FastGPT2:
 
     def _project(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for every vocabulary entry: x @ head.T, the biggest weight read of each step."""
+        if self._use_packed and x.shape[0] >= self.PACKED_ROWS:
+            return self._packed["head"][1](x, None)
         if self._head is None or x.shape[0] > self.HEAD_STREAM_ROWS:
             return x @ self.head.t()
         # Row-contiguous logits: the sampler's mask and top-k run twice as fast on them as on the bmm's layout.
@@ -153,7 +230,7 @@ class FastGPT2:
         shape = (2, 1, self.n_head, total_len, self.head_dim)
         dev, dt = self.wte.device, self.wte.dtype
         self.kv = [torch.empty(shape, device=dev, dtype=dt) for _ in self.blocks]
-        self._prepare_weights()
+        self._prepare_weights(rows)
         logits = self._forward(context, 0)
         if rows > 1:
             self.kv = [kv.expand(-1, rows, -1, -1, -1).contiguous() for kv in self.kv]

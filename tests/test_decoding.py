@@ -3,7 +3,10 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from prompt_expander.decoding import FastGPT2, StreamedWeight, _stream_matmul, weights_changed
+import copy
+
+from prompt_expander import decoding
+from prompt_expander.decoding import FastGPT2, StreamedWeight, _stream_matmul, packed_linear_available, weights_changed
 
 
 def tiny_gpt2(vocab_size=403, seed=0):
@@ -11,6 +14,22 @@ def tiny_gpt2(vocab_size=403, seed=0):
     cfg = GPT2Config(vocab_size=vocab_size, n_positions=48, n_embd=32, n_layer=2, n_head=4, bos_token_id=0,
                      eos_token_id=0)
     return GPT2LMHeadModel(cfg).eval()
+
+
+def fast_rows_logits(model, context, steps):
+    """Last-position logits of a multi-row decode: `steps` is one token per row for each step."""
+    fast = FastGPT2(model)
+    rows = len(steps[0])
+    out = [fast.prefill(torch.tensor([context]), rows, len(context) + len(steps))]
+    for i, tokens in enumerate(steps):
+        out.append(fast.step(torch.tensor(tokens), len(context) + i))
+    return fast, torch.stack(out)
+
+
+def model_rows_logits(model, context, steps):
+    rows = [context + [step[r] for step in steps] for r in range(len(steps[0]))]
+    full = model(torch.tensor(rows)).logits  # [rows, positions, vocab]
+    return full[:, len(context) - 1:].transpose(0, 1)
 
 
 def fast_logits(model, ids):
@@ -54,8 +73,9 @@ def test_greedy_tokens_equal_generate():
     assert got == ref
 
 
+@pytest.mark.parametrize("rows", [1, 4])
 @pytest.mark.parametrize("made_in_inference_mode", [False, True])
-def test_weights_changed_in_place_are_seen(made_in_inference_mode):
+def test_weights_changed_in_place_are_seen(made_in_inference_mode, rows):
     """A style mixed in place (copy_ into the parameters) must reach the fast loop's cached weight copies,
     also for a model loaded under inference_mode (ComfyUI runs nodes so), whose tensors have no versions."""
     if made_in_inference_mode:
@@ -66,17 +86,17 @@ def test_weights_changed_in_place_are_seen(made_in_inference_mode):
     ids = [1, 2, 3, 4]
     fast = FastGPT2(model)
     with torch.inference_mode():
-        fast.prefill(torch.tensor([ids]), 1, 8)
-        fast.step(torch.tensor([5]), 4)  # fills the cache of row-major weight copies
+        fast.prefill(torch.tensor([ids]), rows, 8)
+        fast.step(torch.tensor([5] * rows), 4)  # fills the cache of weight copies (streamed, packed from 3 rows)
     with torch.inference_mode():
         for block in model.transformer.h:
             block.mlp.c_fc.weight.copy_(torch.randn_like(block.mlp.c_fc.weight))
         weights_changed(model)
     with torch.inference_mode():
         want = model(torch.tensor([ids + [5]])).logits[0, -1]
-        fast.prefill(torch.tensor([ids]), 1, 8)
-        got = fast.step(torch.tensor([5]), 4)[0]
-    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+        fast.prefill(torch.tensor([ids]), rows, 8)
+        got = fast.step(torch.tensor([5] * rows), 4)
+    torch.testing.assert_close(got, want.expand(rows, -1), rtol=1e-4, atol=1e-5)
 
 
 @torch.inference_mode()
@@ -88,3 +108,46 @@ def test_a_model_cast_by_its_host_is_seen():
     got = fast_logits(model, ids)
     assert got.dtype == torch.float64
     torch.testing.assert_close(got, model(torch.tensor([ids])).logits[0], rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("rows", [3, 8, 17])
+@pytest.mark.parametrize("packed", [True, False])
+@torch.inference_mode()
+def test_many_rows_give_the_model_logits(rows, packed, monkeypatch):
+    """From 3 rows the loop multiplies by oneDNN pre-packed weights (where this torch has them); without
+    them it falls back to addmm. Both give each row the logits of the model run on that row alone."""
+    if not packed:
+        monkeypatch.setattr(decoding, "packed_linear_available", lambda dtype: False)
+    model = tiny_gpt2(vocab_size=403, seed=rows)
+    context = [5, 17, 300, 402, 9]
+    g = torch.Generator().manual_seed(rows)
+    steps = torch.randint(0, 403, (6, rows), generator=g).tolist()
+    fast, got = fast_rows_logits(model, context, steps)
+    assert fast._use_packed == (packed and packed_linear_available(torch.float32))
+    torch.testing.assert_close(got, model_rows_logits(model, context, steps), rtol=1e-4, atol=1e-5)
+
+
+def test_packed_linear_fuses_the_activation_and_the_residual():
+    if not packed_linear_available(torch.float32):
+        pytest.skip("this torch build cannot pre-pack weights for oneDNN")
+    g = torch.Generator().manual_seed(0)
+    x, w, b, res = (torch.randn(5, 32, generator=g), torch.randn(48, 32, generator=g),
+                    torch.randn(48, generator=g), torch.randn(5, 48, generator=g))
+    weight = decoding.PackedWeight(w)
+    plain = x @ w.t() + b
+    torch.testing.assert_close(weight(x, b), plain, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(weight(x, b, tanh_gelu=True), torch.nn.functional.gelu(plain, approximate="tanh"),
+                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(weight(x, b, residual=res), res + plain, rtol=1e-5, atol=1e-5)
+
+
+@torch.inference_mode()
+def test_a_model_that_decoded_can_be_deep_copied():
+    """Hosts and training deep-copy models; the decode cache (opaque oneDNN tensors) is rebuilt, not copied."""
+    model = tiny_gpt2()
+    context, steps = [1, 2, 3], [[4, 5, 6, 7]] * 3
+    fast, first = fast_rows_logits(model, context, steps)
+    model._prompt_expander_fast = fast
+    twin = copy.deepcopy(model)
+    assert twin._prompt_expander_fast is None
+    torch.testing.assert_close(fast_rows_logits(twin, context, steps)[1], first)
