@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from .fileio import atomic_dir, plain_file_mode, write_json_atomic
+from .train_kernels import training_kernels
 
 CHECKPOINT_DIR = "checkpoint"
 
@@ -162,59 +163,60 @@ def run_training(model, train, val, cfg: TrainConfig, params=None, save_final=No
     window_tokens, window_start, loss_ema = 0, time.time(), None
     stopped_early = False
     timed_tokens, timed_s, steps_this_run = 0, 0.0, 0
-    while state["step"] < cfg.steps:
-        step_start = time.perf_counter()
-        ids, labels = train.batch(state["step"], rank, world)
-        ids = torch.from_numpy(ids).to(accelerator.device)
-        labels = torch.from_numpy(labels).to(accelerator.device)
-        with accelerator.autocast():
-            loss = model(input_ids=ids, labels=labels).loss
-        accelerator.backward(loss)
-        if cfg.grad_clip:
-            accelerator.clip_grad_norm_(params, cfg.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        n_tok = int((labels != -100).sum()) * world
-        steps_this_run += 1
-        if steps_this_run > 3:  # steady state: the first steps pay for allocation and kernel warm-up
-            timed_tokens += n_tok
-            timed_s += time.perf_counter() - step_start
-        state["step"] += 1
-        state["tokens_seen"] += n_tok
-        state["elapsed_s"] = base_elapsed + time.time() - started
-        window_tokens += n_tok
-        loss_value = loss.item()
-        loss_ema = loss_value if loss_ema is None else 0.98 * loss_ema + 0.02 * loss_value
-        bar.update(1)
-        if state["step"] % 10 == 0 or state["step"] == cfg.steps:
-            rate = window_tokens / max(time.time() - window_start, 1e-9)
-            bar.set_postfix(loss=f"{loss_ema:.3f}", tok_s=f"{rate:,.0f}")
-            window_tokens, window_start = 0, time.time()
-        step = state["step"]
-        if val is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
-            vloss = validation_loss(model, val.all_batches(), accelerator.device, cfg.max_val_batches,
-                                    accelerator.autocast)
-            state["history"].append({"step": step, "train_loss": round(loss_ema, 4), "val_loss": round(vloss, 4),
-                                     "val_ppl": round(math.exp(vloss), 2), "tokens_seen": state["tokens_seen"]})
-            bar.write(f"step {step}: train {loss_ema:.4f}  val {vloss:.4f}  ppl {math.exp(vloss):.2f}")
-            if vloss < state.get("best_val_loss", math.inf) - 1e-4:
-                state["best_val_loss"], state["evals_without_gain"] = vloss, 0
-            else:
-                state["evals_without_gain"] = state.get("evals_without_gain", 0) + 1
-            if cfg.early_stop_patience and state["evals_without_gain"] >= cfg.early_stop_patience:
-                bar.write(f"validation loss has not improved for {cfg.early_stop_patience} evaluations: stopping")
+    with training_kernels(model, accelerator.device):
+        while state["step"] < cfg.steps:
+            step_start = time.perf_counter()
+            ids, labels = train.batch(state["step"], rank, world)
+            ids = torch.from_numpy(ids).to(accelerator.device)
+            labels = torch.from_numpy(labels).to(accelerator.device)
+            with accelerator.autocast():
+                loss = model(input_ids=ids, labels=labels).loss
+            accelerator.backward(loss)
+            if cfg.grad_clip:
+                accelerator.clip_grad_norm_(params, cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            n_tok = int((labels != -100).sum()) * world
+            steps_this_run += 1
+            if steps_this_run > 3:  # steady state: the first steps pay for allocation and kernel warm-up
+                timed_tokens += n_tok
+                timed_s += time.perf_counter() - step_start
+            state["step"] += 1
+            state["tokens_seen"] += n_tok
+            state["elapsed_s"] = base_elapsed + time.time() - started
+            window_tokens += n_tok
+            loss_value = loss.item()
+            loss_ema = loss_value if loss_ema is None else 0.98 * loss_ema + 0.02 * loss_value
+            bar.update(1)
+            if state["step"] % 10 == 0 or state["step"] == cfg.steps:
+                rate = window_tokens / max(time.time() - window_start, 1e-9)
+                bar.set_postfix(loss=f"{loss_ema:.3f}", tok_s=f"{rate:,.0f}")
+                window_tokens, window_start = 0, time.time()
+            step = state["step"]
+            if val is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
+                vloss = validation_loss(model, val.all_batches(), accelerator.device, cfg.max_val_batches,
+                                        accelerator.autocast)
+                state["history"].append({"step": step, "train_loss": round(loss_ema, 4), "val_loss": round(vloss, 4),
+                                         "val_ppl": round(math.exp(vloss), 2), "tokens_seen": state["tokens_seen"]})
+                bar.write(f"step {step}: train {loss_ema:.4f}  val {vloss:.4f}  ppl {math.exp(vloss):.2f}")
+                if vloss < state.get("best_val_loss", math.inf) - 1e-4:
+                    state["best_val_loss"], state["evals_without_gain"] = vloss, 0
+                else:
+                    state["evals_without_gain"] = state.get("evals_without_gain", 0) + 1
+                if cfg.early_stop_patience and state["evals_without_gain"] >= cfg.early_stop_patience:
+                    bar.write(f"validation loss has not improved for {cfg.early_stop_patience} evaluations: stopping")
+                    save_checkpoint()
+                    state["early_stopped"] = True
+                    break
+            if step % cfg.save_every == 0 or step == cfg.steps:
                 save_checkpoint()
-                state["early_stopped"] = True
+            if time.time() > deadline:
+                stopped_early = True
+                if step % cfg.save_every:
+                    save_checkpoint()
+                bar.write(f"stopping after {cfg.max_minutes} min at step {step}; continue with --resume")
                 break
-        if step % cfg.save_every == 0 or step == cfg.steps:
-            save_checkpoint()
-        if time.time() > deadline:
-            stopped_early = True
-            if step % cfg.save_every:
-                save_checkpoint()
-            bar.write(f"stopping after {cfg.max_minutes} min at step {step}; continue with --resume")
-            break
     bar.close()
     state["finished"] = state["step"] >= cfg.steps or state.get("early_stopped", False)
     if timed_s:
