@@ -36,6 +36,17 @@ def approx_clip_tokens(text: str) -> int:
     return n
 
 
+def count_adds_up_at(byte: int) -> bool:
+    """Whether approx_clip_tokens(a + b) == approx_clip_tokens(a) + approx_clip_tokens(b) for every a, when b's
+    UTF-8 starts with this byte.
+
+    ASCII whitespace or punctuation other than an apostrophe ends any piece a ends with (a punctuation run
+    that goes on across the join counts one per character, so it adds up too), and an ASCII byte also ends
+    any half character a ends with, which decoding drops either way. Letters, digits and "'s" do not.
+    """
+    return byte < 0x80 and not chr(byte).isalnum() and byte != ord("'")
+
+
 def clip_budget(user_text: str, requested: int | None = None, count: TokenCounter | None = None) -> int:
     """CLIP tokens the expansion (its ", " separator included) may use.
 

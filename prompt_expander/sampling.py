@@ -6,6 +6,7 @@ from typing import Callable
 
 import torch
 
+from .budget import approx_clip_tokens, count_adds_up_at
 from .syntax import DANGLING
 from .vocab import BanTable, VocabInfo
 
@@ -57,7 +58,7 @@ def gumbel_rows(generators, n: int) -> torch.Tensor:
     u = torch.full((len(generators), width), 0.5)
     for r, g in enumerate(generators):
         if g is not None:
-            u[r, :n] = torch.rand(n, generator=g, dtype=torch.float32)
+            torch.rand(n, generator=g, dtype=torch.float32, out=u[r, :n])
     return -torch.log(-torch.log(u.clamp_(min=1e-20, max=1 - 1e-7)))[:, :n]
 
 
@@ -76,6 +77,7 @@ class RowDecoder:
         self.generators = [torch.Generator().manual_seed(s) for s in seeds]
         self.tokens: list[list[int]] = [[] for _ in seeds]
         self.row_bytes = [bytearray() for _ in seeds]  # the bytes of self.tokens[r]
+        self.counted = [(0, 0)] * self.n  # (bytes counted, their count) of row_bytes[r], see _row_count
         self.segment: list[list[int]] = [[] for _ in seeds]
         self.segment_bans = [BanTable() for _ in seeds]
         self.trigrams: list[dict] = [{} for _ in seeds]  # (t1, t2) -> tokens that followed them
@@ -99,9 +101,10 @@ class RowDecoder:
         logits = logits.float()
         vocab_n = logits.size(-1)
         if self._mask_device != logits.device:
-            self._static = self.static_mask[:vocab_n].to(logits.device)
+            # The columns, not a vocabulary-wide mask: a few dozen writes instead of a pass over every logit.
+            self._static = self.static_mask[:vocab_n].nonzero().view(-1).to(logits.device)
             self._mask_device = logits.device
-        logits = logits.masked_fill(self._static, -math.inf)
+        logits = logits.index_fill(1, self._static, -math.inf)
         eos = self.vocab.eos_id
         if self.steps < self.min_new_tokens and eos is not None:
             logits[:, eos] = -math.inf
@@ -172,8 +175,25 @@ class RowDecoder:
         return values[:, 0], index.gather(-1, best).squeeze(-1)
 
     def _fits(self, r: int) -> bool:
-        """Row r's tokens so far fit the budget (their bytes are kept as they grow, not decoded again)."""
-        return self.count(self.separator + self.row_bytes[r].decode("utf-8", "ignore")) <= self.budget
+        """Row r's tokens so far fit the budget."""
+        return self._row_count(r) <= self.budget
+
+    def _row_count(self, r: int) -> int:
+        """count(separator + row r's text), asked at every word of every row.
+
+        With our own approximate counter only the bytes added since the last count are counted, where
+        count_adds_up_at says the join cannot change a piece; counting the whole row each time cost time
+        that grew with its length, times the rows. A host's counter always gets the whole text.
+        """
+        data, (done, n) = self.row_bytes[r], self.counted[r]
+        if done and done == len(data):
+            return n
+        if self.count is approx_clip_tokens and done and count_adds_up_at(data[done]):
+            n += approx_clip_tokens(data[done:].decode("utf-8", "ignore"))
+        else:
+            n = self.count(self.separator + data.decode("utf-8", "ignore"))
+        self.counted[r] = (len(data), n)
+        return n
 
     def _advance(self, r: int, tok: int) -> None:
         tokens = self.tokens[r]

@@ -1,7 +1,9 @@
 """CLIP-token budgets: chunk filling, the minimum room rule, and never overrunning."""
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from prompt_expander.budget import CHUNK, MIN_ROOM, approx_clip_tokens, clip_budget
+from prompt_expander.budget import CHUNK, MIN_ROOM, approx_clip_tokens, clip_budget, count_adds_up_at
 
 
 def test_approx_counts_words_digits_and_punctuation():
@@ -49,3 +51,23 @@ def test_host_counter_is_used_for_the_budget(expander):
     r = expander.expand("a castle", seed=1, count=count)
     assert calls and r.clip_budget == CHUNK - 6
     assert count(", " + r.added) <= r.clip_budget
+
+
+PROMPT_BYTES = st.binary(max_size=40) | st.text(alphabet="ab's1_,. -!é\u2019", max_size=30).map(str.encode)
+
+
+@given(PROMPT_BYTES, PROMPT_BYTES)
+def test_the_count_adds_up_where_it_says_so(left, right):
+    """RowDecoder counts only the bytes a row gained since its last count when count_adds_up_at allows:
+    half characters, apostrophes and punctuation runs on either side of the join included."""
+    def count(data):
+        return approx_clip_tokens(data.decode("utf-8", "ignore"))
+    if right and count_adds_up_at(right[0]):
+        assert count(left + right) == count(left) + count(right)
+
+
+def test_joins_that_do_not_add_up_are_refused():
+    assert approx_clip_tokens("foo" + "bar") != approx_clip_tokens("foo") + approx_clip_tokens("bar")
+    assert approx_clip_tokens("," + "'st") != approx_clip_tokens(",") + approx_clip_tokens("'st")
+    assert not any(count_adds_up_at(ord(c)) for c in "b7'") and not count_adds_up_at("é".encode()[0])
+    assert all(count_adds_up_at(ord(c)) for c in " ,.-(_")
