@@ -57,9 +57,11 @@ _PACKED_OK: dict[torch.dtype, bool] = {}
 def packed_linear_available(dtype: torch.dtype) -> bool:
     """Whether this torch build can pre-pack CPU weights of `dtype` for oneDNN (a private op: probe it)."""
     if dtype not in _PACKED_OK:
-        try:
-            weight = PackedWeight(torch.ones(4, 4, dtype=dtype))
-            _PACKED_OK[dtype] = bool((weight(torch.ones(3, 4, dtype=dtype), None) == 4).all())
+        try:  # every form the decode loop calls: plain, GELU fused, residual fused
+            weight, x = PackedWeight(torch.ones(4, 4, dtype=dtype)), torch.ones(3, 4, dtype=dtype)
+            bias = torch.zeros(4, dtype=dtype)
+            _PACKED_OK[dtype] = bool((weight(x, None) == 4).all()) and bool(
+                (weight(x, bias, tanh_gelu=True) > 3.9).all()) and bool((weight(x, bias, residual=x) == 5).all())
         except Exception:  # an old torch, a build without oneDNN, or a CPU without the instructions for dtype
             _PACKED_OK[dtype] = False
     return _PACKED_OK[dtype]

@@ -108,6 +108,10 @@ def test_a_model_cast_by_its_host_is_seen():
     got = fast_logits(model, ids)
     assert got.dtype == torch.float64
     torch.testing.assert_close(got, model(torch.tensor([ids])).logits[0], rtol=1e-6, atol=1e-8)
+    # Several rows too, where oneDNN cannot pack float64 and addmm takes over.
+    fast, rows = fast_rows_logits(model, ids, [[7, 8, 9]] * 2)
+    assert not fast._use_packed
+    torch.testing.assert_close(rows, model_rows_logits(model, ids, [[7, 8, 9]] * 2), rtol=1e-6, atol=1e-8)
 
 
 @pytest.mark.parametrize("rows", [3, 8, 17])
