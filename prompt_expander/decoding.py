@@ -47,10 +47,6 @@ def _stream_matmul(x: torch.Tensor, weight: StreamedWeight) -> torch.Tensor:
     return out
 
 
-def _no_decode_cache():
-    return None
-
-
 _PACKED_OK: dict[torch.dtype, bool] = {}
 
 
@@ -90,6 +86,10 @@ class PackedWeight:
         if tanh_gelu:
             return torch.ops.mkldnn._linear_pointwise(x, self.packed, bias, "gelu", [], "tanh")
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, bias, "none", [], "")
+
+
+def _no_decode_cache():
+    return None
 
 
 class FastGPT2:

@@ -1,9 +1,9 @@
 """The fast decode loop: same logits as the transformers model, and weights changed in place are seen."""
+import copy
+
 import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
-
-import copy
 
 from prompt_expander import decoding
 from prompt_expander.decoding import FastGPT2, StreamedWeight, _stream_matmul, packed_linear_available, weights_changed
@@ -34,11 +34,7 @@ def model_rows_logits(model, context, steps):
 
 def fast_logits(model, ids):
     """Logits at every position from the fast loop: a prefill of the first token, then one step each."""
-    fast = FastGPT2(model)
-    out = [fast.prefill(torch.tensor([ids[:1]]), 1, len(ids))]
-    for pos in range(1, len(ids)):
-        out.append(fast.step(torch.tensor([ids[pos]]), pos))
-    return torch.cat(out)
+    return fast_rows_logits(model, ids[:1], [[t] for t in ids[1:]])[1][:, 0]
 
 
 @pytest.mark.parametrize("out_dim", [400, 403, 8])
