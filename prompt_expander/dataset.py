@@ -1,6 +1,8 @@
 """Tokenised prompt corpora and the deterministic packed-batch order used by every trainer."""
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +13,10 @@ from .fileio import atomic_path, iter_lines
 class TokenizedPrompts:
     """All prompts of a file as one flat token array plus offsets; each is BOS + tokens + EOS."""
 
-    def __init__(self, tokens: np.ndarray, offsets: np.ndarray):
+    def __init__(self, tokens: np.ndarray, offsets: np.ndarray, fingerprint: str = ""):
         self.tokens = tokens
         self.offsets = offsets
+        self.fingerprint = fingerprint  # what the arrays were built from (see tokenize_file)
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -54,19 +57,47 @@ class TokenizedPrompts:
 
     def save(self, path: str | Path) -> None:
         with atomic_path(path, suffix=".npz") as tmp:
-            np.savez(tmp, tokens=self.tokens, offsets=self.offsets)
+            np.savez(tmp, tokens=self.tokens, offsets=self.offsets, fingerprint=np.array(self.fingerprint))
 
     @classmethod
     def load(cls, path: str | Path) -> "TokenizedPrompts":
-        with np.load(path) as z:
-            return cls(z["tokens"], z["offsets"])
+        with np.load(path, allow_pickle=False) as z:
+            return cls(z["tokens"], z["offsets"], str(z["fingerprint"]) if "fingerprint" in z.files else "")
+
+
+def file_digest(path: str | Path) -> str:
+    """sha256 of a file's bytes: what a cache built from it must match."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def tokenizer_digest(tokenizer) -> str:
+    """sha256 of a tokenizer's vocabulary, merges and special tokens."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        text = backend.to_str()
+    else:
+        text = json.dumps(sorted(tokenizer.get_vocab().items()))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def tokenize_file(path, tokenizer, lowercase: bool, bos_id: int, eos_id: int, max_len: int,
                   cache: str | Path | None = None) -> TokenizedPrompts:
-    """Tokenise a prompts file with a transformers tokenizer, caching the arrays next to the run."""
+    """Tokenise a prompts file with a transformers tokenizer, caching the arrays next to the run.
+
+    The cache records what it was built from (the file's bytes, the tokenizer, the settings) and is used only
+    when all of them match: a run folder reused for other data rebuilds it rather than train on stale tokens."""
+    fingerprint = json.dumps({"file": file_digest(path), "tokenizer": tokenizer_digest(tokenizer),
+                              "lowercase": bool(lowercase), "bos": bos_id, "eos": eos_id, "max_len": max_len},
+                             sort_keys=True)
     if cache is not None and Path(cache).exists():
-        return TokenizedPrompts.load(cache)
+        cached = TokenizedPrompts.load(cache)
+        if cached.fingerprint == fingerprint:
+            return cached
+        print(f"note: {cache} was built from other data or settings; tokenising {path} again")
     fast = getattr(tokenizer, "_tokenizer", None)
 
     def encode_batch(texts):
@@ -76,6 +107,7 @@ def tokenize_file(path, tokenizer, lowercase: bool, bos_id: int, eos_id: int, ma
         return [tokenizer.encode(t, add_special_tokens=False) for t in texts]
 
     data = TokenizedPrompts.build(iter_lines(path), encode_batch, bos_id, eos_id, max_len)
+    data.fingerprint = fingerprint
     if cache is not None:
         data.save(cache)
     return data
@@ -100,29 +132,68 @@ def pack_rows(lengths: np.ndarray, order: np.ndarray, row_len: int) -> list[np.n
 
 
 class PackedBatches:
-    """Deterministic batches: epoch e shuffles with seed+e, so step k always sees the same rows."""
+    """Deterministic full batches from an endless stream of packed rows.
+
+    Epoch e is the corpus shuffled with seed+e and packed; epochs follow one another in the stream without a
+    gap, so a batch that straddles an epoch boundary takes its first rows from one epoch and the rest from the
+    next. Every batch is full whatever each epoch packs into, and step k always sees the same rows, which is
+    what makes a resumed run identical to an uninterrupted one.
+    """
+
+    CACHED_EPOCHS = 2  # a batch spans at most two epochs unless an epoch packs into fewer rows than a batch
 
     def __init__(self, data: TokenizedPrompts, row_len: int, batch_size: int, seed: int, pad_id: int,
                  bos_id: int, shuffle: bool = True):
+        if len(data) == 0:
+            from .errors import DataError
+            raise DataError("no prompts to train on: the tokenised corpus is empty")
         self.data, self.row_len, self.batch_size = data, row_len, batch_size
         self.seed, self.pad_id, self.bos_id, self.shuffle = seed, pad_id, bos_id, shuffle
-        self._epoch, self._rows = None, None
+        self._rows: dict[int, list[np.ndarray]] = {}  # the most recently used epochs' packed rows
+        self._starts = [0]  # _starts[e]: index in the stream of epoch e's first row
 
     def rows_for_epoch(self, epoch: int) -> list[np.ndarray]:
-        if self._epoch != epoch:
+        rows = self._rows.pop(epoch, None)
+        if rows is None:
             n = len(self.data)
             order = np.random.default_rng(self.seed + epoch).permutation(n) if self.shuffle else np.arange(n)
-            self._rows, self._epoch = pack_rows(self.data.lengths(), order, self.row_len), epoch
-        return self._rows
+            rows = pack_rows(self.data.lengths(), order, self.row_len)
+        self._rows[epoch] = rows  # most recent last
+        while len(self._rows) > self.CACHED_EPOCHS:
+            del self._rows[next(iter(self._rows))]
+        return rows
 
-    def batches_per_epoch(self) -> int:
-        return max(1, len(self.rows_for_epoch(0)) // self.batch_size)
+    def epoch_start(self, epoch: int) -> int:
+        """Stream index of epoch's first row; packs each earlier epoch once to count its rows."""
+        while len(self._starts) <= epoch:
+            e = len(self._starts) - 1
+            self._starts.append(self._starts[-1] + len(self.rows_for_epoch(e)))
+        return self._starts[epoch]
+
+    def locate(self, row: int) -> tuple[int, int]:
+        """(epoch, index within that epoch) of stream row `row`."""
+        epoch = 0
+        while self.epoch_start(epoch + 1) <= row:
+            epoch += 1
+        return epoch, row - self.epoch_start(epoch)
+
+    def batches_per_epoch(self) -> float:
+        """Steps in one pass over the corpus (epoch 0's rows / batch size; later epochs differ slightly)."""
+        return self.epoch_start(1) / self.batch_size
+
+    def epochs_seen(self, steps: int) -> float:
+        """How many passes over the corpus `steps` full batches make, counting each epoch's own rows."""
+        epoch, index = self.locate(steps * self.batch_size)
+        return epoch + index / (self.epoch_start(epoch + 1) - self.epoch_start(epoch))
 
     def batch(self, step: int, rank: int = 0, world: int = 1):
         """(input_ids, labels) for a global step; with several processes each takes its share of rows."""
-        per_epoch = self.batches_per_epoch()
-        epoch, index = divmod(step, per_epoch)
-        rows = self.rows_for_epoch(epoch)[index * self.batch_size:(index + 1) * self.batch_size]
+        epoch, index = self.locate(step * self.batch_size)
+        rows: list[np.ndarray] = []
+        while len(rows) < self.batch_size:
+            epoch_rows = self.rows_for_epoch(epoch)
+            rows += epoch_rows[index:index + self.batch_size - len(rows)]
+            epoch, index = epoch + 1, 0
         return self.collate(rows[rank::world])
 
     def collate(self, rows):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .fileio import iter_lines, write_json_atomic, write_text_atomic
 from .meta import META_FILE, ModelMeta
-from .training import add_loop_arguments, loop_config, run_training, save_pretrained_atomic
+from .training import CHECKPOINT_DIR, add_loop_arguments, loop_config, run_training, save_pretrained_atomic
 
 NEGATIVE_VOCAB = "negative_vocab.txt"
 
@@ -34,14 +34,36 @@ def _paths(args):
     return train, (val if val is not None and val.exists() else None)
 
 
-def load_or_train_tokenizer(out: Path, train_file: Path, vocab_size: int, lowercase: bool, n_positions: int):
+TOKENIZER_SOURCE = "tokenizer_source.json"  # in OUT/cache: what OUT's tokenizer was trained from
+
+
+def load_or_train_tokenizer(out: Path, train_file: Path, vocab_size: int, lowercase: bool, n_positions: int,
+                            resume: bool = False):
+    """OUT's tokenizer when it was trained from the same data and settings, else a newly trained one.
+
+    A resumed run cannot switch tokenizers under its checkpoint, so there a mismatch is an error."""
     from transformers import GPT2TokenizerFast
 
+    from .dataset import file_digest
+    from .errors import DataError
+    from .fileio import read_json
     from .tokenizer_train import save_gpt2_tokenizer, train_bpe
 
-    if not (out / "vocab.json").exists():
-        tok = train_bpe(iter_lines(train_file), vocab_size, lowercase=lowercase)
-        save_gpt2_tokenizer(tok, out, n_positions)
+    source = {"train_sha256": file_digest(train_file), "vocab_size": vocab_size, "lowercase": lowercase}
+    record = out / "cache" / TOKENIZER_SOURCE
+    if (out / "vocab.json").exists():
+        recorded = read_json(record) if record.is_file() else None
+        if recorded == source:
+            return GPT2TokenizerFast.from_pretrained(str(out))
+        why = ("was trained from other data or settings" if recorded else
+               "has no record of the data it was trained from")
+        if resume and (out / CHECKPOINT_DIR).exists():
+            raise DataError(f"{out}: its tokenizer {why}, so its checkpoint cannot continue on {train_file}; "
+                            "use a new --out, or drop --resume to start over in this folder")
+        print(f"note: {out}: the tokenizer there {why}; training a new one")
+    tok = train_bpe(iter_lines(train_file), vocab_size, lowercase=lowercase)
+    save_gpt2_tokenizer(tok, out, n_positions)
+    write_json_atomic(record, source)
     return GPT2TokenizerFast.from_pretrained(str(out))
 
 
@@ -66,7 +88,7 @@ def main(args) -> int:
     train_file, val_file = _paths(args)
     lowercase = not args.no_lowercase
     started = time.time()
-    tok = load_or_train_tokenizer(out, train_file, args.vocab_size, lowercase, args.n_positions)
+    tok = load_or_train_tokenizer(out, train_file, args.vocab_size, lowercase, args.n_positions, args.resume)
     bos, eos, pad = tok.bos_token_id, tok.eos_token_id, tok.pad_token_id
     cache = out / "cache"
     cache.mkdir(exist_ok=True)
@@ -80,7 +102,7 @@ def main(args) -> int:
     torch.manual_seed(args.seed)  # the initial weights are part of a reproducible run
     model = build_model(args, tok)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"model: {n_params / 1e6:.2f}M parameters, {train.batches_per_epoch()} steps per epoch")
+    print(f"model: {n_params / 1e6:.2f}M parameters, about {train.batches_per_epoch():.0f} steps per epoch")
     meta = ModelMeta(lowercase=lowercase)
     if args.negative_vocab:
         import shutil
@@ -90,6 +112,7 @@ def main(args) -> int:
         meta.negative_vocabulary = NEGATIVE_VOCAB
 
     def save_final(model, state):
+        state["epochs"] = round(train.epochs_seen(state["step"]), 3)
         save_pretrained_atomic(model, out)
         write_json_atomic(out / META_FILE, meta.to_dict())
         metrics = evaluate_lines(model, tok, meta, list(iter_lines(val_file))[:5000]) if val_file else {}
@@ -137,7 +160,8 @@ chatter/URL/bot-command/too-short filters, NSFW word-list filter, hash split). S
 
 ## Training
 - steps {state['step']}, batch {args.batch_size} rows of {args.n_positions} tokens, peak lr {args.lr}, warm-up {args.warmup}, cosine decay, AdamW (0.9, 0.95), weight decay {args.weight_decay}, precision {state.get('precision')}
-- tokens seen {state['tokens_seen']:,}; training wall time {state['elapsed_s'] / 60:.1f} min (this invocation {wall_s / 60:.1f} min)
+- tokens seen {state['tokens_seen']:,} ({state.get('epochs', float('nan')):.2f} epochs); training wall time {state['elapsed_s'] / 60:.1f} min (this invocation {wall_s / 60:.1f} min)
+- device: {state.get('device', 'not recorded')}; steady throughput {state.get('steady_tokens_per_s', float('nan')):,.0f} tokens/s (this invocation)
 - machine: {state.get('machine')}
 
 | step | train loss | val loss | val ppl | tokens seen |

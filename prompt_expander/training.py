@@ -96,6 +96,12 @@ def machine_description() -> str:
     return desc
 
 
+def device_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return device.type
+
+
 @torch.no_grad()
 def validation_loss(model, batches, device, max_batches: int, autocast) -> float:
     was_training = model.training
@@ -144,6 +150,10 @@ def run_training(model, train, val, cfg: TrainConfig, params=None, save_final=No
         accelerator.print(f"resumed from {ckpt} at step {state['step']}")
     elif ckpt.exists() and not cfg.resume:
         accelerator.print(f"note: {ckpt} exists; starting over (pass --resume to continue it)")
+    device = device_description(accelerator.device)
+    if state.get("device") and device not in state["device"].split(", then "):
+        device = f"{state['device']}, then {device}"  # a run resumed elsewhere says where each part ran
+    state["device"] = device
 
     def save_checkpoint():
         accelerator.wait_for_everyone()

@@ -125,3 +125,76 @@ def test_freeze_last_k_trains_only_the_last_block(base_model, data_dir, tmp_path
     a, b = load_file(str(base_model / "model.safetensors")), load_file(str(out / "model.safetensors"))
     assert torch.equal(a["transformer.wte.weight"], b["transformer.wte.weight"])
     assert not torch.equal(a["transformer.h.0.mlp.c_fc.weight"], b["transformer.h.0.mlp.c_fc.weight"])
+
+
+DIE_AT_STEP = """
+import os, sys
+from prompt_expander import dataset
+die_at = int(os.environ["DIE_AT_STEP"])
+real = dataset.PackedBatches.batch
+def batch(self, step, *a, **kw):
+    if step == die_at:
+        os._exit(9)  # as abrupt as a kill: no cleanup, no final save
+    return real(self, step, *a, **kw)
+dataset.PackedBatches.batch = batch
+from prompt_expander.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_many_epochs_and_a_kill_across_an_epoch_boundary_resume_bit_identically(data_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    from prompt_expander.dataset import PackedBatches, TokenizedPrompts
+    small = tmp_path / "data"
+    small.mkdir()
+    (small / "train.txt").write_text("\n".join((data_dir / "train.txt").read_text().splitlines()[:150]) + "\n")
+    (small / "val.txt").write_text((data_dir / "val.txt").read_text())
+    flags = [*BASE_FLAGS, "--eval-every", "1000"]
+    full = tmp_path / "full"
+    # the first run tells how the corpus packs; the test then picks a checkpoint just before a boundary
+    r = cli("train-base", small, "--out", full, "--steps", "1", "--save-every", "1", *flags)
+    assert r.returncode == 0, r.stderr[-2000:]
+    packed = PackedBatches(TokenizedPrompts.load(full / "cache" / "train.npz"), 64, 8, 1234, 0, 1)
+    boundary = int(packed.epoch_start(1) // 8)  # the step whose batch reaches into epoch 1
+    steps = int(packed.epoch_start(3) // 8) + 2
+    assert 3 <= boundary < steps
+
+    common = ["--steps", steps, "--save-every", boundary, *flags]
+    r = cli("train-base", small, "--out", full, *common)
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads((full / "training_summary.json").read_text())
+    assert summary["step"] == steps and summary["epochs"] >= 3
+    card = (full / "README.md").read_text()
+    assert "epochs)" in card and "device: cpu" in card and "tokens/s" in card
+
+    killed = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "DIE_AT_STEP": str(boundary + 2)}
+    r = subprocess.run([sys.executable, "-c", DIE_AT_STEP, "train-base", str(small), "--out", str(killed),
+                        *map(str, common)], env=env, capture_output=True, text=True)
+    assert r.returncode == 9
+    assert json.loads((killed / "checkpoint" / "train_state.json").read_text())["step"] == boundary
+    r = cli("train-base", small, "--out", killed, "--resume", *common)
+    assert r.returncode == 0, r.stderr[-2000:]
+    a, b = load_file(str(full / "model.safetensors")), load_file(str(killed / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_run_folder_reused_for_other_data_gets_a_new_tokenizer_or_a_clear_error(data_dir, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "train.txt").write_text("\n".join(f"a {w} house, watercolor, {w} light" for w in
+                                               ["red", "blue", "green", "tall", "small", "old"] * 40) + "\n")
+    out = tmp_path / "run"
+    flags = ["--steps", "2", "--save-every", "1", "--eval-every", "100", *BASE_FLAGS]
+    assert cli("train-base", data_dir, "--out", out, *flags).returncode == 0
+    vocab = (out / "vocab.json").read_text()
+    r = cli("train-base", other, "--out", out, "--resume", *flags)
+    assert r.returncode == 1 and "tokenizer was trained from other data" in r.stderr and "Traceback" not in r.stderr
+    assert (out / "vocab.json").read_text() == vocab  # nothing was touched
+    r = cli("train-base", other, "--out", out, *flags)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "training a new one" in r.stdout and (out / "vocab.json").read_text() != vocab
+    r = cli("train-base", other, "--out", out, "--steps", "3", "--save-every", "1", "--eval-every", "100",
+            *BASE_FLAGS, "--resume")
+    assert r.returncode == 0 and "training a new one" not in r.stdout  # the same data: reused as it is
