@@ -18,6 +18,7 @@ from .errors import AdapterError, InputError, NegativeNotSupportedError
 from .meta import ModelMeta
 from .paths import BUNDLED_LORAS
 from .sampling import RowDecoder, normalise_seed
+from .splits import tidy_splits
 from .vocab import BanTable, VocabInfo
 from .wordlists import WordMatcher, nsfw_words, parse_words, read_words
 
@@ -303,27 +304,6 @@ class Expander:
                 break
             picked.append(term)
         return SEPARATOR.join(picked)
-
-
-_SPLIT_DIGITS = re.compile(r"(?<=\d) (?=\d)")
-_SPLIT_UNIT = re.compile(r"(?<=\d) (?=(?:k|d|s|mm|px|p|fps|th|st|nd|rd)\b)")
-_SPLIT_DECIMAL = re.compile(r"(?<=\d)\. (?=\d)")
-# Only the first halves of compounds: a " - " after any other word may be a separator ("a cat - digital art").
-_SPLIT_HYPHEN = re.compile(
-    r"\b(sci|award|close|hyper|highly|full|ultra|well|post|dream|neo|real|top|photo|low|high|semi|super|mid|half"
-    r"|self|hand|life|wide|multi|anti|non|pre|cel|spider|t|x) - (?=[a-z])", re.IGNORECASE)
-# Only names that are written as one token: a lone "a 4k photo" must keep its space.
-_SPLIT_NAME = re.compile(r"\b(c|ue) (?=\d)", re.IGNORECASE)
-
-
-def tidy_splits(text: str) -> str:
-    """Undo a corpus artefact: one source split digits and hyphens off, so '8 k', '8 0 s', 'f 1. 4', 'c 4 d',
-    'ue 5', 'award - winning' read as '8k', '80s', 'f 1.4', 'c4d', 'ue5', 'award-winning'."""
-    text = _SPLIT_HYPHEN.sub(r"\1-", text)
-    text = _SPLIT_DECIMAL.sub(".", text)
-    text = _SPLIT_DIGITS.sub("", text)
-    text = _SPLIT_UNIT.sub("", text)
-    return _SPLIT_NAME.sub(r"\1", text)
 
 
 def strip_dangling(text: str) -> str:

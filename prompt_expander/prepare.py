@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from .fileio import atomic_path, write_json_atomic
 from .sources import expand_inputs, iter_prompts
+from .splits import HyphenCompounds, looks_split, mend_split_text
 from .wordlists import WordMatcher, nsfw_words, read_words
 
 _WS = re.compile(r"\s+")
@@ -89,6 +90,16 @@ def prepare(inputs, out_dir, column=None, val_permille=5, min_words=3, max_chars
     words = read_words(nsfw_list) if nsfw_list else nsfw_words()
     filt = PromptFilter(min_words, max_chars, WordMatcher(words), drop_nsfw=not keep_nsfw)
     counts = Counter()
+    # A source detokenised with its digits and hyphens split off ('8 k', 'close - up') is mended to the way
+    # people write, learning which hyphenated words exist from the ordinary sources beside it.
+    split_sources = {f for f in files if looks_split(iter_prompts(f, column))}
+    compounds = None
+    if split_sources:
+        compounds = HyphenCompounds()
+        for f in files:
+            if f not in split_sources:
+                for raw in iter_prompts(f, column):
+                    compounds.add(raw)
     seen: set[bytes] = set()
     lengths_chars, lengths_words = [], []
     with atomic_path(out_dir / "train.txt") as train_tmp, atomic_path(out_dir / "val.txt") as val_tmp:
@@ -102,13 +113,18 @@ def prepare(inputs, out_dir, column=None, val_permille=5, min_words=3, max_chars
                     if text is None:
                         counts[rule] += 1
                         continue
+                    split_key = dedup_key(text)  # as read: mending does not move a prompt between splits
+                    if path in split_sources:
+                        mended = mend_split_text(text, compounds)
+                        counts["mended"] += mended != text
+                        text = mended
                     key = dedup_key(text)
                     digest = hashlib.blake2b(key.encode("utf-8"), digest_size=10).digest()
                     if digest in seen:
                         counts["duplicate"] += 1
                         continue
                     seen.add(digest)
-                    split = split_of(key, val_permille)
+                    split = split_of(split_key, val_permille)
                     (fval if split == "val" else ftrain).write(text + "\n")
                     counts[split] += 1
                     lengths_chars.append(len(text))
@@ -122,6 +138,9 @@ def prepare(inputs, out_dir, column=None, val_permille=5, min_words=3, max_chars
         "val": counts["val"],
         "dropped": {k: counts[k] for k in ("bot_command", "no_letters", "url", "too_short", "too_long",
                                            "chatter", "nsfw", "duplicate")},
+        "split_sources_mended": [str(f) for f in files if f in split_sources],
+        "mended": counts["mended"],
+        "hyphen_compounds_known": len(compounds) if compounds is not None else 0,
         "val_permille": val_permille,
         "min_words": min_words,
         "max_chars": max_chars,

@@ -82,3 +82,30 @@ def test_custom_nsfw_list(tmp_path):
     (tmp_path / "words.txt").write_text("# my list\ncheese\n")
     stats = prepare([tmp_path / "src.txt"], tmp_path / "o", nsfw_list=tmp_path / "words.txt", progress=False)
     assert stats["dropped"]["nsfw"] == 1 and stats["kept"] == 1
+
+
+def test_a_split_source_is_mended_with_compounds_from_the_ordinary_one(tmp_path):
+    ordinary = tmp_path / "cased.txt"
+    ordinary.write_text("".join(f"Portrait {i} of a knight, close-up, award-winning, kim jong-un\n" for i in range(30)))
+    split = tmp_path / "lower.txt"
+    split.write_text("".join(f"a castle number {i} at night, close - up, award - winning, 8 k - n 4\n"
+                             for i in range(30)) + "an eel - part of a series, 1 9 7 8\n")
+    stats = prepare([ordinary, split], tmp_path / "out", val_permille=0, progress=False)
+    lines = (tmp_path / "out" / "train.txt").read_text().splitlines()
+    assert "a castle number 3 at night, close-up, award-winning, 8k" in lines
+    assert "an eel - part of a series, 1978" in lines
+    assert "Portrait 3 of a knight, close-up, award-winning, kim jong-un" in lines  # untouched
+    assert stats["split_sources_mended"] == [str(split)] and stats["mended"] == 31
+
+
+def test_mending_does_not_move_a_prompt_between_splits(tmp_path):
+    ordinary = tmp_path / "cased.txt"
+    ordinary.write_text("".join(f"a knight {i}, close-up, award-winning\n" for i in range(30)))
+    split = tmp_path / "lower.txt"
+    raw = [f"a castle {i} at night, close - up, award - winning, 8 k" for i in range(200)]
+    split.write_text("\n".join(raw) + "\n")
+    prepare([ordinary, split], tmp_path / "out", val_permille=300, progress=False)
+    val = (tmp_path / "out" / "val.txt").read_text().splitlines()
+    expected = [r.replace("close - up", "close-up").replace("award - winning", "award-winning").replace("8 k", "8k")
+                for r in raw if split_of(dedup_key(r), 300) == "val"]
+    assert [v for v in val if v.startswith("a castle")] == expected and expected
