@@ -37,6 +37,47 @@ def reference_similarity(embedder, val_file, limit: int = 500) -> float | None:
     return _mean(_cos_pairs(embedder, [p[0] for p in pairs], [p[1] for p in pairs]))
 
 
+MATCHED_WORDS = 12  # on-topic similarity is compared with the added text cut to this many words
+
+
+def first_words(text: str, n: int = MATCHED_WORDS) -> str:
+    return " ".join(text.split()[:n])
+
+
+def topic_scores(embedder, inputs: list[str], added: list[list[str]]) -> dict:
+    """How much each input's added text is about that input, rather than about any input.
+
+    specificity: mean over expansions of cos(input, its own added text) minus the mean cos(other inputs,
+    that added text); the added part is embedded alone. on_topic_matched: cos(input, input + the first
+    MATCHED_WORDS words of the added text), so that long and short additions compare fairly."""
+    flat = [(i, a) for i, adds in enumerate(added) for a in adds if a.strip()]
+    if len(inputs) < 2 or not flat:
+        return {"specificity": None, "on_topic_matched": None}
+    e_in = embedder.encode(inputs)
+    e_add = embedder.encode([a for _, a in flat])
+    sims = e_add @ e_in.T  # [expansions, inputs]
+    owner = [i for i, _ in flat]
+    own = sims[range(len(flat)), owner]
+    others = (sims.sum(1) - own) / (len(inputs) - 1)
+    matched = _cos_pairs(embedder, [inputs[i] for i in owner],
+                         [f"{strip_trailing(inputs[i])}, {first_words(a)}" for i, a in flat])
+    return {"specificity": (own - others).mean().item(), "on_topic_matched": _mean(matched)}
+
+
+def human_reference(embedder, val_file, limit: int = 500) -> dict:
+    """The same two figures for real prompts that start with a 1-3-word subject: the subject is the input,
+    the rest of the prompt the added text."""
+    inputs, added = [], []
+    for line in iter_lines(val_file):
+        head, sep, rest = line.partition(",")
+        if sep and 1 <= len(head.split()) <= 3 and rest.strip(" ,"):
+            inputs.append(head.strip())
+            added.append([rest.strip(" ,")])
+        if len(inputs) >= limit:
+            break
+    return topic_scores(embedder, inputs, added)
+
+
 def expand_eval(exp, inputs: list[str], seeds: int, styles=(), embedder=None, **settings) -> dict:
     from tqdm import tqdm
     rows, times = [], []
@@ -75,9 +116,11 @@ def expand_eval(exp, inputs: list[str], seeds: int, styles=(), embedder=None, **
                 n = len(rs)
                 sims.append(((m.sum() - m.diagonal().sum()) / (n * (n - 1))).item())
         report["pairwise_embedding_similarity"] = _mean(sims)
+        report.update(topic_scores(embedder, [text for text, _ in rows], [[r.added for r in rs] for _, rs in rows]))
     else:
         report["on_topic_similarity"] = None
         report["pairwise_embedding_similarity"] = None
+        report["specificity"] = report["on_topic_matched"] = None
     return report
 
 
@@ -94,7 +137,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=200, help="use the first N inputs (default 200)")
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--reference-prompts", default=None,
-                   help="validation prompts for the similarity calibration (e.g. runs/data/val.txt)")
+                   help="validation prompts for the human reference figures (e.g. runs/data/val.txt)")
     p.add_argument("--no-embedding", action="store_true", help="skip the embedding model even if installed")
     p.add_argument("--json", help="write the report as JSON here")
     p.add_argument("--markdown", help="write the report as a Markdown table here")
@@ -115,6 +158,8 @@ def main(args) -> int:
     report["model"], report["loras"] = exp.model_id, args.lora
     if args.reference_prompts and embedder is not None:
         report["reference_similarity"] = reference_similarity(embedder, args.reference_prompts)
+        human = human_reference(embedder, args.reference_prompts)
+        report["human_specificity"], report["human_on_topic_matched"] = human["specificity"], human["on_topic_matched"]
     table = "| metric | value |\n|---|---:|\n" + "".join(
         f"| {k} | {v:.3f} |\n" if isinstance(v, float) else f"| {k} | {v} |\n" for k, v in report.items())
     print(table)

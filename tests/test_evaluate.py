@@ -170,3 +170,59 @@ def test_expand_eval_with_and_without_embeddings(expander, with_embedding):
     assert r["budget_overrun_rate"] == 0.0 and 0 <= r["distinct_1"] <= 1
     assert (r["on_topic_similarity"] is None) == (not with_embedding)
     assert r["embedding"] == ("all-MiniLM-L6-v2" if with_embedding else None)
+
+
+class WordEmbedder:
+    """Bag-of-words unit vectors: exact, known similarities for the specificity tests."""
+
+    def __init__(self, vocab):
+        self.vocab = {w: i for i, w in enumerate(vocab)}
+
+    def encode(self, texts):
+        import torch
+        out = torch.zeros(len(texts), len(self.vocab))
+        for r, t in enumerate(texts):
+            for w in t.replace(",", " ").split():
+                if w in self.vocab:
+                    out[r, self.vocab[w]] += 1
+        return torch.nn.functional.normalize(out, dim=-1)
+
+
+def test_specificity_is_own_input_minus_the_others():
+    from prompt_expander.expand_eval import topic_scores
+    emb = WordEmbedder(["cat", "dog", "toy", "bone", "art"])
+    own = topic_scores(emb, ["cat", "dog"], [["cat toy"], ["dog bone"]])
+    assert own["specificity"] == pytest.approx(2 ** -0.5)  # cos 0.707 with its own input, 0 with the other
+    generic = topic_scores(emb, ["cat", "dog"], [["art"], ["art"]])
+    assert generic["specificity"] == pytest.approx(0.0)
+    swapped = topic_scores(emb, ["cat", "dog"], [["dog bone"], ["cat toy"]])
+    assert swapped["specificity"] == pytest.approx(-(2 ** -0.5))
+    assert topic_scores(emb, ["cat"], [["cat toy"]])["specificity"] is None  # needs other inputs
+
+
+def test_on_topic_matched_cuts_the_added_text_to_twelve_words():
+    from prompt_expander.expand_eval import topic_scores
+    emb = WordEmbedder(["cat", "art"])
+    short = topic_scores(emb, ["cat", "art"], [["art " * 12], ["cat"]])["on_topic_matched"]
+    longer = topic_scores(emb, ["cat", "art"], [["art " * 40], ["cat"]])["on_topic_matched"]
+    assert short == pytest.approx(longer)  # the words past the twelfth do not count
+
+
+def test_human_reference_takes_prompts_with_a_one_to_three_word_subject(tmp_path):
+    from prompt_expander.expand_eval import human_reference
+    val = tmp_path / "val.txt"
+    val.write_text("cat, cat toy\ndog, dog bone\na very long subject here, art\nno comma here\nart,\n")
+    emb = WordEmbedder(["cat", "dog", "toy", "bone", "art"])
+    assert human_reference(emb, val)["specificity"] == pytest.approx(2 ** -0.5)
+
+
+def test_the_judging_embedder_is_never_loaded_by_expansion(tiny_model_dir):
+    import subprocess
+    import sys
+    code = ("import sys; from prompt_expander.loading import load_expander; "
+            f"load_expander({str(tiny_model_dir)!r}).expand_many('a castle', 2, 0); "
+            "print(sorted(m for m in sys.modules if m == 'prompt_expander.embeddings' or 'minilm' in m))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       cwd=str(Path(__file__).resolve().parent.parent))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "[]"
