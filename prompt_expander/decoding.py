@@ -244,37 +244,60 @@ class FastGPT2:
 
 
 @torch.inference_mode()
-def decode_fast(model, context_ids: list[int], rows: RowDecoder, should_stop: Callable[[], None] | None = None):
+def decode_fast(model, context_ids: list[int], rows: RowDecoder, should_stop: Callable[[], None] | None = None,
+                unconditional_ids: list[int] | None = None):
+    """Decode every row; with rows.contrast, the same tokens also follow `unconditional_ids` in a second cache."""
     fast = getattr(model, "_prompt_expander_fast", None)
     if fast is None:
         fast = FastGPT2(model)
         model._prompt_expander_fast = fast
     device = fast.wte.device
-    context = torch.tensor([context_ids], device=device)
     total = len(context_ids) + rows.max_new_tokens
-    logits = fast.prefill(context, rows.n, total)
+    contrast = rows.contrast > 0 and unconditional_ids is not None
+    uncond_logits, uncond_pos = None, 0
+    if contrast:
+        uncond_logits = fast.prefill(torch.tensor([unconditional_ids], device=device), rows.n,
+                                     len(unconditional_ids) + rows.max_new_tokens)
+        uncond_kv, uncond_pos = fast.kv, len(unconditional_ids)
+    logits = fast.prefill(torch.tensor([context_ids], device=device), rows.n, total)
+    cond_kv = fast.kv
     pos = len(context_ids)
     while True:
-        nxt = rows.choose(logits)
+        nxt = rows.choose(logits, uncond_logits)
         if rows.all_done or pos >= total:
             break
         if should_stop is not None:
             should_stop()
         logits = fast.step(nxt, pos)
         pos += 1
+        if contrast:
+            fast.kv = uncond_kv
+            uncond_logits = fast.step(nxt, uncond_pos)
+            uncond_pos += 1
+            fast.kv = cond_kv
+    fast.kv = None  # the caches are per decode; a resident model should not keep them
     return rows
 
 
 @torch.inference_mode()
-def decode_reference(model, context_ids: list[int], rows: RowDecoder, should_stop: Callable[[], None] | None = None):
-    """The same decisions through transformers' generate(): RowDecoder acts as its logits processor."""
+def decode_reference(model, context_ids: list[int], rows: RowDecoder, should_stop: Callable[[], None] | None = None,
+                     unconditional_ids: list[int] | None = None):
+    """The same decisions through transformers' generate(): RowDecoder acts as its logits processor.
+
+    With rows.contrast, the unconditional logits come from a plain forward over the unconditional context and
+    the tokens chosen so far (no cache: this is the reference, not the fast path)."""
     from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
     class Chooser(LogitsProcessor):
         def __call__(self, input_ids, scores):
             if should_stop is not None:
                 should_stop()
-            choice = rows.choose(scores)
+            uncond = None
+            if rows.contrast > 0 and unconditional_ids is not None:
+                chosen = input_ids[:, len(context_ids):]
+                prefix = torch.tensor([unconditional_ids] * len(chosen), device=input_ids.device)
+                uncond = model(input_ids=torch.cat([prefix, chosen], dim=1)).logits[:, -1]
+            choice = rows.choose(scores, uncond)
             out = torch.full_like(scores, -math.inf)
             out.scatter_(1, choice.view(-1, 1), 0.0)
             return out

@@ -23,6 +23,7 @@ from .vocab import BanTable, VocabInfo
 from .wordlists import WordMatcher, nsfw_words, parse_words, read_words
 
 SEPARATOR = ", "
+MAX_CONTRAST = 2.0  # past this the contrast outweighs the model's own likelihood
 DANGLING = syntax.DANGLING
 _DANGLING_PHRASES = ("in the style", "in style", "the style", "style of", "art by", "painted by", "drawn by")
 
@@ -39,6 +40,7 @@ class ExpandSettings:
     positive_bias: float = 2.0
     min_new_tokens: int = 4
     negative: bool = False
+    contrast: float = 0.0  # lambda of concept-contrastive decoding: log p(x | input) - lambda * log p(x | no input)
     fast: bool = True  # False runs the stock transformers generate() loop (the reference)
 
     def validated(self) -> "ExpandSettings":
@@ -49,6 +51,9 @@ class ExpandSettings:
             raise InputError(f"top_k must be a whole number >= 0 (0 turns it off), got {k!r}")
         if not isinstance(p, (int, float)) or not (0 < p <= 1):
             raise InputError(f"top_p must be in (0, 1], got {p!r}")
+        c = self.contrast
+        if isinstance(c, bool) or not isinstance(c, (int, float)) or not (0 <= c <= MAX_CONTRAST):
+            raise InputError(f"contrast must be a number from 0 (off) to {MAX_CONTRAST}, got {c!r}")
         if not isinstance(self.budget, int) or self.budget < 0:
             raise InputError(f"budget must be a whole number of CLIP tokens >= 0 (0 = auto), got {self.budget!r}")
         return self
@@ -211,6 +216,11 @@ class Expander:
         room = max(1, self.n_positions - max_new - 1)
         return [start, *body[-room:]]  # a huge prompt keeps its end: what the expansion follows
 
+    def _unconditional_ids(self) -> list[int]:
+        """Contrastive decoding's "no input": the place where a modifier follows a subject, with no subject."""
+        start = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.vocab.eos_id
+        return [start, *self.tokenizer.encode(",", add_special_tokens=False)]
+
     def expand(self, text: str, seed=0, **kw) -> ExpansionResult:
         return self.expand_many(text, 1, seed, **kw)[0]
 
@@ -252,8 +262,10 @@ class Expander:
                           temperature=float(settings.temperature), top_k=settings.top_k, top_p=float(settings.top_p),
                           budget=budget, count=count_fn, separator=SEPARATOR,
                           min_new_tokens=min(settings.min_new_tokens, max_new), max_new_tokens=max_new,
-                          boost=self._boost(settings), boost_value=settings.positive_bias)
+                          boost=self._boost(settings), boost_value=settings.positive_bias,
+                          contrast=float(settings.contrast))
         context = self._context_ids(plain, max_new)
+        unconditional = self._unconditional_ids() if settings.contrast else None
         stop = should_stop
         if on_progress is not None:
             def stop():
@@ -261,9 +273,9 @@ class Expander:
                 if should_stop is not None:
                     should_stop()
         if settings.fast and self.fast_supported:
-            decode_fast(self.model, context, rows, stop)
+            decode_fast(self.model, context, rows, stop, unconditional)
         else:
-            decode_reference(self.model, context, rows, stop)
+            decode_reference(self.model, context, rows, stop, unconditional)
         blocked = WordMatcher([*settings.blocklist, *(nsfw_words() if settings.safe_mode else ()), *user_words])
         return [self.finish(rows.row_text(r), budget, count_fn, blocked, text) for r in range(rows.n)]
 

@@ -90,16 +90,12 @@ def prepare(inputs, out_dir, column=None, val_permille=5, min_words=3, max_chars
     words = read_words(nsfw_list) if nsfw_list else nsfw_words()
     filt = PromptFilter(min_words, max_chars, WordMatcher(words), drop_nsfw=not keep_nsfw)
     counts = Counter()
-    # A source detokenised with its digits and hyphens split off ('8 k', 'close - up') is mended to the way
-    # people write, learning which hyphenated words exist from the ordinary sources beside it.
-    split_sources = {f for f in files if looks_split(iter_prompts(f, column))}
-    compounds = None
-    if split_sources:
-        compounds = HyphenCompounds()
-        for f in files:
-            if f not in split_sources:
-                for raw in iter_prompts(f, column):
-                    compounds.add(raw)
+    # Prompts detokenised with their digits and hyphens split off ('8 k', 'close - up') are mended to the way
+    # people write, learning which hyphenated words exist from the prompts that write them joined.
+    compounds = HyphenCompounds()
+    for f in tqdm(files, desc="prepare: hyphenated words", disable=not progress):
+        for raw in iter_prompts(f, column):
+            compounds.add(raw)
     seen: set[bytes] = set()
     lengths_chars, lengths_words = [], []
     with atomic_path(out_dir / "train.txt") as train_tmp, atomic_path(out_dir / "val.txt") as val_tmp:
@@ -114,7 +110,7 @@ def prepare(inputs, out_dir, column=None, val_permille=5, min_words=3, max_chars
                         counts[rule] += 1
                         continue
                     split_key = dedup_key(text)  # as read: mending does not move a prompt between splits
-                    if path in split_sources:
+                    if looks_split(text):
                         mended = mend_split_text(text, compounds)
                         counts["mended"] += mended != text
                         text = mended
@@ -138,9 +134,8 @@ def prepare(inputs, out_dir, column=None, val_permille=5, min_words=3, max_chars
         "val": counts["val"],
         "dropped": {k: counts[k] for k in ("bot_command", "no_letters", "url", "too_short", "too_long",
                                            "chatter", "nsfw", "duplicate")},
-        "split_sources_mended": [str(f) for f in files if f in split_sources],
         "mended": counts["mended"],
-        "hyphen_compounds_known": len(compounds) if compounds is not None else 0,
+        "hyphen_compounds_known": len(compounds),
         "val_permille": val_permille,
         "min_words": min_words,
         "max_chars": max_chars,

@@ -47,6 +47,21 @@ def warp_logits(logits: torch.Tensor, temperature: float, top_k: int, top_p: flo
     return logits
 
 
+CONTRAST_PLAUSIBILITY = 0.1  # contrastive scores only rank tokens at least this likely relative to the top
+
+
+def contrastive_scores(logits: torch.Tensor, unconditional: torch.Tensor, weight: float) -> torch.Tensor:
+    """log p(x | input) - weight * log p(x | no input), over the tokens the input makes plausible.
+
+    Tokens the model would write whatever the subject (generic filler) lose; tokens the subject makes more
+    likely gain. Ranking only tokens within CONTRAST_PLAUSIBILITY of the top one (Li et al. 2023's adaptive
+    plausibility) keeps the contrast from promoting tokens that are merely rare without the input."""
+    conditional = logits.log_softmax(dim=-1)
+    scores = conditional - weight * unconditional.log_softmax(dim=-1)
+    floor = conditional.max(dim=-1, keepdim=True).values + math.log(CONTRAST_PLAUSIBILITY)
+    return scores.masked_fill(conditional < floor, -math.inf)
+
+
 def gumbel_rows(generators, n: int) -> torch.Tensor:
     """Gumbel noise [len(generators), n], row r drawn from generators[r] (None: a finished row, no draw).
 
@@ -67,7 +82,8 @@ class RowDecoder:
 
     def __init__(self, vocab: VocabInfo, bans: BanTable, seeds, *, temperature: float, top_k: int, top_p: float,
                  budget: int, count: Callable[[str], int], separator: str, min_new_tokens: int,
-                 max_new_tokens: int, boost: BanTable | None = None, boost_value: float = 0.0):
+                 max_new_tokens: int, boost: BanTable | None = None, boost_value: float = 0.0,
+                 contrast: float = 0.0):
         self.vocab, self.bans = vocab, bans
         self.greedy = temperature <= 0
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
@@ -90,15 +106,21 @@ class RowDecoder:
         self.static_mask = static
         self._static, self._mask_device = None, None
         self.boost, self.boost_value = boost, boost_value
+        self.contrast = contrast
         self.steps = 0
 
     @property
     def all_done(self) -> bool:
         return all(self.done)
 
-    def choose(self, logits: torch.Tensor) -> torch.Tensor:
-        """Next token per row, from logits of shape [rows, vocab]; finished rows get EOS."""
+    def choose(self, logits: torch.Tensor, unconditional: torch.Tensor | None = None) -> torch.Tensor:
+        """Next token per row, from logits of shape [rows, vocab]; finished rows get EOS.
+
+        With `contrast` > 0, `unconditional` holds the same rows' logits without the user's text (see
+        contrastive_scores)."""
         logits = logits.float()
+        if self.contrast > 0 and unconditional is not None:
+            logits = contrastive_scores(logits, unconditional.float(), self.contrast)
         vocab_n = logits.size(-1)
         if self._mask_device != logits.device:
             # The columns, not a vocabulary-wide mask: a few dozen writes instead of a pass over every logit.

@@ -32,20 +32,20 @@ def tidy_splits(text: str) -> str:
     return _SPLIT_NAME.sub(r"\1", text)
 
 
-def looks_split(lines: Iterable[str], sample: int = 5000) -> bool:
-    """Whether a source was detokenised with its hyphens split off: 'close - up' is common and 'close-up'
-    next to absent. Ordinary sources write hyphenated words joined and keep ' - ' for separators."""
-    spaced = joined = 0
-    for line in itertools.islice(lines, sample):
-        spaced += len(_SPACED_HYPHEN.findall(line))
-        joined += len(_JOINED_HYPHEN.findall(line))
-    return spaced >= 20 and joined < 0.05 * spaced
+_SPLIT_SIGNS = re.compile(r"\b\d (?:\d|k\b)|\b[^\W\d_]+ - [^\W\d_]+\b")
+
+
+def looks_split(line: str) -> bool:
+    """Whether a prompt went through the detokeniser that split '8k' and 'close-up' apart: it has a split
+    number or a spaced hyphen, and no hyphenated word written joined. Part of one source's channels did,
+    so this is decided line by line."""
+    return bool(_SPLIT_SIGNS.search(line)) and not _JOINED_HYPHEN.search(line)
 
 
 class HyphenCompounds:
     """Hyphenated words ('close-up', 'kim jong-un') as written in ordinary sources, for mending split ones."""
 
-    def __init__(self, min_count: int = 2):
+    def __init__(self, min_count: int = 3):
         self.counts: Counter = Counter()
         self.min_count = min_count
 

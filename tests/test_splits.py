@@ -28,8 +28,8 @@ def test_trailing_bot_flags_are_dropped_only_with_a_number():
     assert mend_split_text("a cat - n") == "a cat - n"
 
 
-def test_a_split_source_is_told_from_an_ordinary_one():
-    split = ["close - up of a cat, award - winning, hyper - realistic, 8 k"] * 10
-    assert looks_split(split)
-    assert not looks_split(ORDINARY * 10)
-    assert not looks_split(["a cat - digital art"] * 5)  # too little evidence either way
+def test_a_split_prompt_is_told_from_an_ordinary_one():
+    assert looks_split("close - up of a cat, award - winning, 8 k")
+    assert looks_split("still of the 1 9 7 8 film")
+    assert not looks_split("a close-up of a fox, award-winning photo, a cat - digital art")
+    assert not looks_split("a cat on a mat, 8k, highly detailed")
