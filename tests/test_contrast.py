@@ -1,0 +1,49 @@
+"""Concept-contrastive decoding: log p(x | input) - lambda * log p(x | no input), seeded per row as always."""
+import math
+
+import pytest
+import torch
+
+from prompt_expander.errors import InputError
+from prompt_expander.sampling import CONTRAST_PLAUSIBILITY, contrastive_scores
+
+
+def test_generic_tokens_lose_to_tokens_the_input_makes_likelier():
+    # token 0 is likely with or without the input (filler); token 1 is likely only with it
+    conditional = torch.log(torch.tensor([[0.5, 0.4, 0.1]]))
+    unconditional = torch.log(torch.tensor([[0.8, 0.1, 0.1]]))
+    scores = contrastive_scores(conditional, unconditional, 1.0)
+    assert scores.argmax().item() == 1
+    assert contrastive_scores(conditional, unconditional, 0.0).argmax().item() == 0
+
+
+def test_only_plausible_tokens_are_ranked():
+    conditional = torch.log(torch.tensor([[0.90, 0.095, 0.005]]))  # token 2 is far below the top
+    unconditional = torch.log(torch.tensor([[0.90, 0.095, 0.005]])) - 20
+    scores = contrastive_scores(conditional, unconditional.log_softmax(-1), 1.0)
+    assert scores[0, 2] == -math.inf and scores[0, 1] > -math.inf
+    assert 0.095 / 0.90 > CONTRAST_PLAUSIBILITY > 0.005 / 0.90
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.9])
+def test_fast_path_equals_the_reference_with_contrast(expander, temperature):
+    fast = expander.expand_many("a red fox in the snow", 3, seed=5, temperature=temperature, contrast=0.7)
+    ref = expander.expand_many("a red fox in the snow", 3, seed=5, temperature=temperature, contrast=0.7,
+                               fast=False)
+    assert [r.text for r in fast] == [r.text for r in ref]
+
+
+def test_contrast_is_seeded_changes_the_text_and_keeps_the_users_words(expander):
+    text = "a castle on a hill"
+    many = expander.expand_many(text, 4, seed=11, contrast=0.8)
+    assert [r.text for r in many] == [expander.expand(text, seed=11 + i, contrast=0.8).text for i in range(4)]
+    assert all(r.text.startswith(text + ", ") or r.text == text for r in many)
+    plain = expander.expand_many(text, 4, seed=11)
+    assert [r.text for r in many] != [r.text for r in plain]
+    assert many[0].settings["contrast"] == 0.8  # stored with the result, so a shared workflow reproduces it
+
+
+@pytest.mark.parametrize("bad", [-0.1, 2.5, float("nan"), True, "0.5"])
+def test_a_bad_contrast_is_a_clear_error(expander, bad):
+    with pytest.raises(InputError, match="contrast"):
+        expander.expand("a castle", seed=0, contrast=bad)
