@@ -19,6 +19,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, default=0.8, help="creativity; <= 0 is greedy (default 0.8)")
     p.add_argument("--top-k", type=int, default=50, help="sample from the k likeliest tokens; 0 = off (default 50)")
     p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass in (0, 1] (default 0.95)")
+    p.add_argument("--contrast", type=float, default=0.0, metavar="LAMBDA",
+                   help="concept-contrastive decoding, 0 (off, default) to 2: favour words the prompt makes likelier "
+                        "than they are with no prompt, over generic filler")
     p.add_argument("--max-tokens", type=int, default=0,
                    help="CLIP tokens the expansion may add; 0 fills the current 75-token chunk (default)")
     p.add_argument("--no-safe", action="store_true", help="allow NSFW words to be added (never censors your words)")
@@ -38,6 +41,7 @@ def _settings(args) -> dict:
         with open(blocklist[1:], encoding="utf-8") as f:
             blocklist = f.read()
     return dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, budget=args.max_tokens,
+                contrast=args.contrast,
                 safe_mode=not args.no_safe, blocklist=blocklist, negative=args.negative, fast=not args.reference)
 
 

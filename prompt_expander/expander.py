@@ -15,7 +15,7 @@ from .adapters import base_fingerprint, load_adapter_deltas
 from .budget import approx_clip_tokens, clip_budget
 from .decoding import FastGPT2, decode_fast, decode_reference, weights_changed
 from .errors import AdapterError, InputError, NegativeNotSupportedError
-from .meta import ModelMeta
+from .meta import ModelMeta, file_inside
 from .paths import BUNDLED_LORAS
 from .sampling import RowDecoder, normalise_seed
 from .splits import tidy_splits
@@ -301,11 +301,12 @@ class Expander:
     def _negative(self, text: str, seed: int, budget: int, count_fn) -> str:
         """Negative mode: seeded picks from the model's negative vocabulary that the prompt lacks."""
         vocab_file = self.meta.negative_vocabulary
-        if not vocab_file or self.folder is None or not (self.folder / vocab_file).is_file():
+        path = file_inside(self.folder, vocab_file, "negative_vocabulary") if vocab_file and self.folder else None
+        if path is None or not path.is_file():
             raise NegativeNotSupportedError(
                 f"model {self.model_id!r} has no negative-prompt behaviour (no negative vocabulary in its "
                 "prompt_expander.json); expand only the positive prompt with it")
-        terms = read_words(self.folder / vocab_file)
+        terms = read_words(path)
         present = WordMatcher(terms)
         have = set(present.findall(text))
         pool = [t for t in terms if t not in have]
