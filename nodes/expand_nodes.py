@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..prompt_expander.errors import ExpanderError
+from ..prompt_expander.limits import MAX_VARIATIONS
 from .comfy_model import (DEFAULT_CHOICE, ExpanderHandle, load_handle, lora_choices, model_choices, resolve_lora,
                           resolve_model)
 
@@ -187,7 +188,7 @@ class ExpandPromptVariations:
     @classmethod
     def INPUT_TYPES(cls):
         required = dict(EXPAND_INPUTS)
-        required["variations"] = ("INT", {"default": 4, "min": 1, "max": 64,
+        required["variations"] = ("INT", {"default": 4, "min": 1, "max": MAX_VARIATIONS,
                                           "tooltip": "How many expansions; downstream nodes run once per item."})
         return {"required": required, "optional": dict(OPTIONAL_INPUTS), "hidden": dict(HIDDEN)}
 

@@ -4,15 +4,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from .errors import InputError
-from .fileio import atomic_path, iter_lines
+from .fileio import atomic_path
+from .limits import MAX_TEXT_CHARS, MAX_VARIATIONS, check_text
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("text", nargs="?", help="the prompt to expand (omit with --input)")
     p.add_argument("--seed", type=int, default=0, help="expansion seed (any integer; default 0)")
-    p.add_argument("--variations", type=int, default=1, help="make N variations with seeds SEED..SEED+N-1")
+    p.add_argument("--variations", type=int, default=1,
+                   help=f"make N variations with seeds SEED..SEED+N-1 (at most {MAX_VARIATIONS})")
     p.add_argument("--model", help="model folder or hub id (default: the bundled models/default)")
     p.add_argument("--lora", action="append", default=[], metavar="NAME[:WEIGHT]",
                    help="style adapter from models/loras or a folder, optionally weighted; repeat to mix")
@@ -35,14 +38,72 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", help="JSONL file for batch mode results (written atomically)")
 
 
+def _read_word_file(path: str) -> str:
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"--blocklist @{path}: " + ("is a directory, not a file" if p.is_dir() else "no such file"))
+    try:
+        return p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"--blocklist @{path}: not UTF-8 text (a bad byte at offset {e.start})") from None
+    except OSError as e:
+        raise InputError(f"--blocklist @{path}: cannot read it ({e.strerror})") from None
+
+
 def _settings(args) -> dict:
     blocklist = args.blocklist
     if blocklist.startswith("@"):
-        with open(blocklist[1:], encoding="utf-8") as f:
-            blocklist = f.read()
+        blocklist = _read_word_file(blocklist[1:])
     return dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, budget=args.max_tokens,
                 contrast=args.contrast,
                 safe_mode=not args.no_safe, blocklist=blocklist, negative=args.negative, fast=not args.reference)
+
+
+def _check_paths(args) -> Path:
+    """Every mistake in the file arguments is found before the model loads or any prompt is expanded."""
+    src = Path(args.input)
+    if not src.exists():
+        raise InputError(f"--input {args.input}: no such file")
+    if src.is_dir():
+        raise InputError(f"--input {args.input}: is a directory, not a file of prompts")
+    out = Path(args.output or args.input + ".expanded.jsonl")
+    if out.is_dir():
+        raise InputError(f"--output {out}: is a directory; give a file name for the JSONL results")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise InputError(f"--output {out}: {out.parent} is not a directory")
+    return out
+
+
+def iter_prompt_lines(path: Path, max_chars: int = MAX_TEXT_CHARS):
+    """(line number, text or None, note) for each non-blank line, streamed with bounded memory.
+
+    A line over max_chars is cut to it (note says so) and the rest of it skipped unread into memory; a line
+    that is not UTF-8 gives text None and a note, so that one bad line does not cost the others."""
+    limit = 4 * max_chars + 1  # UTF-8 takes at most 4 bytes a character
+    with open(path, "rb") as f:
+        number = 0
+        while True:
+            raw = f.readline(limit)
+            if not raw:
+                return
+            number += 1
+            note = None
+            if not raw.endswith(b"\n") and len(raw) == limit:
+                while True:  # skip the rest of an over-long line in bounded chunks
+                    rest = f.readline(1 << 20)
+                    if not rest or rest.endswith(b"\n"):
+                        break
+                note = f"line {number} is over {max_chars:,} characters; cut to the first {max_chars:,}"
+            try:
+                text = raw.decode("utf-8", errors="strict" if note is None else "ignore").rstrip("\r\n")
+            except UnicodeDecodeError as e:
+                yield number, None, f"line {number} is not UTF-8 text (a bad byte at offset {e.start})"
+                continue
+            if len(text) > max_chars:
+                text = text[:max_chars]
+                note = note or f"line {number} is over {max_chars:,} characters; cut to the first {max_chars:,}"
+            if text.strip():
+                yield number, text, note
 
 
 def main(args) -> int:
@@ -54,24 +115,36 @@ def main(args) -> int:
         raise InputError("give either TEXT or --input FILE, not both")
     if not args.input and args.text is None:
         raise InputError("nothing to expand: give TEXT or --input FILE")
-    exp = load_expander(args.model, args.device, args.dtype)
+    if not 1 <= args.variations <= MAX_VARIATIONS:
+        raise InputError(f"--variations must be from 1 to {MAX_VARIATIONS}, got {args.variations}")
+    if args.input:
+        out = _check_paths(args)
+    else:
+        check_text(args.text)
     settings = _settings(args)
+    exp = load_expander(args.model, args.device, args.dtype)
     if not args.input:
         results = exp.expand_many(args.text, args.variations, args.seed, styles=args.lora, **settings)
         for r in results:
             print(json.dumps(r.to_dict(), ensure_ascii=False) if args.json else r.text)
         return 0
-    prompts = list(iter_lines(args.input))
-    failures = 0
-    with atomic_path(args.output or args.input + ".expanded.jsonl") as tmp, open(tmp, "w", encoding="utf-8") as f:
-        for line in tqdm(prompts, desc="expand", unit=" prompts", file=sys.stderr):
+    prompts = failures = 0
+    with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        for number, line, note in tqdm(iter_prompt_lines(Path(args.input)), desc="expand", unit=" prompts",
+                                       file=sys.stderr):
+            prompts += 1
+            if note:
+                tqdm.write(f"warning: {args.input}: {note}", file=sys.stderr)
+            if line is None:
+                failures += 1
+                f.write(json.dumps({"line": number, "error": note}, ensure_ascii=False) + "\n")
+                continue
             try:
                 results = exp.expand_many(line, args.variations, args.seed, styles=args.lora, **settings)
                 for r in results:
                     f.write(json.dumps(r.to_dict(), ensure_ascii=False) + "\n")
             except InputError as e:
                 failures += 1
-                f.write(json.dumps({"original": line, "error": str(e)}, ensure_ascii=False) + "\n")
-    print(f"wrote {args.output or args.input + '.expanded.jsonl'} ({len(prompts)} prompts, {failures} errors)",
-          file=sys.stderr)
+                f.write(json.dumps({"line": number, "original": line, "error": str(e)}, ensure_ascii=False) + "\n")
+    print(f"wrote {out} ({prompts} prompts, {failures} errors)", file=sys.stderr)
     return 0

@@ -1,6 +1,7 @@
 """The Expander: one resident model with its adapters, and seeded, syntax-safe expansion."""
 from __future__ import annotations
 
+import math
 import random
 import re
 import threading
@@ -15,6 +16,7 @@ from .adapters import base_fingerprint, load_adapter_deltas
 from .budget import approx_clip_tokens, clip_budget
 from .decoding import FastGPT2, decode_fast, decode_reference, weights_changed
 from .errors import AdapterError, InputError, NegativeNotSupportedError
+from .limits import MAX_ADAPTER_WEIGHT, MAX_VARIATIONS, check_text
 from .meta import ModelMeta, file_inside
 from .paths import BUNDLED_LORAS
 from .sampling import RowDecoder, normalise_seed
@@ -25,6 +27,7 @@ from .wordlists import WordMatcher, nsfw_words, parse_words, read_words
 SEPARATOR = ", "
 MAX_CONTRAST = 2.0  # past this the contrast outweighs the model's own likelihood
 DANGLING = syntax.DANGLING
+_WEIGHT_SUFFIX = re.compile(r":[-+]?(?:[\d.]+(?:e[-+]?\d+)?|nan|inf(?:inity)?)$", re.IGNORECASE)
 _DANGLING_PHRASES = ("in the style", "in style", "the style", "style of", "art by", "painted by", "drawn by")
 
 
@@ -45,16 +48,16 @@ class ExpandSettings:
 
     def validated(self) -> "ExpandSettings":
         t, k, p = self.temperature, self.top_k, self.top_p
-        if not isinstance(t, (int, float)) or t != t:
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t):
             raise InputError(f"temperature must be a number, got {t!r}")
-        if not isinstance(k, int) or k < 0:
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
             raise InputError(f"top_k must be a whole number >= 0 (0 turns it off), got {k!r}")
-        if not isinstance(p, (int, float)) or not (0 < p <= 1):
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not (0 < p <= 1):
             raise InputError(f"top_p must be in (0, 1], got {p!r}")
         c = self.contrast
         if isinstance(c, bool) or not isinstance(c, (int, float)) or not (0 <= c <= MAX_CONTRAST):
             raise InputError(f"contrast must be a number from 0 (off) to {MAX_CONTRAST}, got {c!r}")
-        if not isinstance(self.budget, int) or self.budget < 0:
+        if isinstance(self.budget, bool) or not isinstance(self.budget, int) or self.budget < 0:
             raise InputError(f"budget must be a whole number of CLIP tokens >= 0 (0 = auto), got {self.budget!r}")
         return self
 
@@ -84,18 +87,33 @@ class ExpansionResult:
         return self.text
 
 
-def _as_words(value) -> tuple[str, ...]:
+def _as_words(value, what: str) -> tuple[str, ...]:
     if value is None:
         return ()
     if isinstance(value, str):
-        return tuple(parse_words(value))
-    return tuple(w for item in value for w in parse_words(str(item)))
+        return tuple(parse_words(check_text(value, what)))
+    if not isinstance(value, (list, tuple, set, frozenset)) or not all(isinstance(v, str) for v in value):
+        raise InputError(f"{what} must be a comma-separated string or a list of strings, got {value!r}")
+    return tuple(w for item in value for w in parse_words(check_text(item, what)))
+
+
+def checked_counter(count):
+    """A host's CLIP token counter, with any answer that is not a whole number >= 0 turned into an InputError."""
+    if not callable(count):
+        raise InputError(f"count must be a function from text to a number of CLIP tokens, got {count!r}")
+
+    def counted(text: str) -> int:
+        n = count(text)
+        if isinstance(n, bool) or not isinstance(n, (int, float)) or not math.isfinite(n) or n < 0:
+            raise InputError(f"the CLIP token counter returned {n!r} for {text[:40]!r}; a whole number >= 0 is needed")
+        return int(n)
+    return counted
 
 
 def make_settings(**kw) -> ExpandSettings:
     for key in ("blocklist", "positive_vocab"):
         if key in kw:
-            kw[key] = _as_words(kw[key])
+            kw[key] = _as_words(kw[key], key)
     unknown = set(kw) - set(ExpandSettings.__dataclass_fields__)
     if unknown:
         raise TypeError(f"unknown expand settings: {sorted(unknown)}")
@@ -148,13 +166,23 @@ class Expander:
         out = []
         for spec in specs or ():
             if isinstance(spec, (tuple, list)):
-                ref, weight = spec[0], float(spec[1])
+                if len(spec) != 2 or not isinstance(spec[0], str):
+                    raise InputError(f"a style is 'name', 'name:weight' or (name, weight), got {spec!r}")
+                ref, weight = spec
+                if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+                    raise InputError(f"bad adapter weight in {spec!r}: a number is needed")
+                weight = float(weight)
+            elif not isinstance(spec, str):
+                raise InputError(f"a style is 'name', 'name:weight' or (name, weight), got {spec!r}")
             else:
-                ref, _, w = str(spec).rpartition(":") if re.search(r":-?[\d.]+$", str(spec)) else (str(spec), "", "1")
+                ref, _, w = str(spec).rpartition(":") if _WEIGHT_SUFFIX.search(spec) else (spec, "", "1")
                 try:
                     weight = float(w)
                 except ValueError:
                     raise InputError(f"bad adapter weight in {spec!r}") from None
+            if not math.isfinite(weight) or abs(weight) > MAX_ADAPTER_WEIGHT:
+                raise InputError(f"adapter weight in {spec!r} must be a number from -{MAX_ADAPTER_WEIGHT:g} "
+                                 f"to {MAX_ADAPTER_WEIGHT:g}")
             out.append((self.load_adapter(ref, search=search), weight))
         return tuple((n, w) for n, w in out if w != 0)
 
@@ -228,16 +256,15 @@ class Expander:
                     should_stop: Callable[[], None] | None = None, on_progress: Callable[[int, int], None] | None = None,
                     **kw) -> list[ExpansionResult]:
         """n variations in one batched decode; variation i is exactly expand(text, seed + i)."""
-        if not isinstance(text, str):
-            raise InputError(f"text must be a string, got {type(text).__name__}")
+        check_text(text)
         if not text.strip():
             raise InputError("nothing to expand: the prompt is empty")
-        if not isinstance(n, int) or n < 1:
-            raise InputError(f"number of variations must be >= 1, got {n!r}")
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_VARIATIONS:
+            raise InputError(f"number of variations must be from 1 to {MAX_VARIATIONS}, got {n!r}")
         settings = make_settings(**kw)
         base_seed = normalise_seed(seed)
         seeds = [normalise_seed(base_seed + i) for i in range(n)]
-        count_fn = count or approx_clip_tokens
+        count_fn = approx_clip_tokens if count in (None, approx_clip_tokens) else checked_counter(count)
         budget = clip_budget(text, settings.budget, count_fn)
         with self._lock:
             style = self.parse_styles(styles)

@@ -25,13 +25,29 @@ _lock = threading.RLock()
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
+    """A torch device that exists here, or a ModelLoadError that says which ones do."""
     if device in (None, "auto", "gpu"):
         if torch.cuda.is_available():
             return torch.device("cuda")
         if device == "gpu" and getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ModelLoadError(f"unknown device {device!r}; use cpu, cuda, cuda:N, mps or auto") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ModelLoadError(f"device {device!r} asked for, but this torch sees no CUDA GPU; use cpu or auto")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ModelLoadError(f"device {device!r}: there are only {torch.cuda.device_count()} CUDA GPU(s)")
+    elif dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ModelLoadError(f"device {device!r} asked for, but MPS is not available here; use cpu or auto")
+    elif dev.type == "xpu" and not (hasattr(torch, "xpu") and torch.xpu.is_available()):
+        raise ModelLoadError(f"device {device!r} asked for, but no XPU is available here; use cpu or auto")
+    elif dev.type not in ("cpu", "cuda", "mps", "xpu"):
+        raise ModelLoadError(f"device {device!r} is not supported; use cpu, cuda, cuda:N, mps or auto")
+    return dev
 
 
 def resolve_dtype(dtype, device: torch.device) -> torch.dtype:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import operator
 from typing import Callable
 
 import torch
@@ -28,7 +29,12 @@ def normalise_seed(seed) -> int:
         except ValueError:
             from .errors import InputError
             raise InputError(f"seed must be a whole number, got {seed!r}") from None
-    return int(seed) % SEED_SPACE
+    try:
+        seed = operator.index(seed)  # int, numpy integers and the like
+    except TypeError:
+        from .errors import InputError
+        raise InputError(f"seed must be a whole number, got {seed!r}") from None
+    return seed % SEED_SPACE
 
 
 def warp_logits(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:

@@ -20,7 +20,11 @@ KEY_HIRES = "Prompt Expander hires"
 KEY_ORIGINAL = "Prompt Expander original"
 KEY_ORIGINAL_NEGATIVE = "Prompt Expander original negative"
 KEY_ORIGINAL_HIRES = "Prompt Expander original hires"
+KEY_ORIGINAL_CUT = "Prompt Expander original cut"
 KEY_ERROR = "Prompt Expander error"
+# The original prompt is stored for paste-back only up to this length: a 20k-character prompt would otherwise
+# double the image's metadata. A cut original is not pasted back (see restore_original).
+INFOTEXT_ORIGINAL_MAX = 2000
 PASTE_KEYS = (KEY, KEY_LORA, KEY_TEMPERATURE, KEY_BUDGET, KEY_SEED, KEY_SAFE, KEY_BLOCKLIST, KEY_NEGATIVE, KEY_HIRES)
 DEFAULT = "default"
 NO_LORA = "None"
@@ -107,6 +111,10 @@ def apply_to_processing(p, expander, opts: Options, models_root: Path | None = N
     seeds = [seed_for(opts, s) for s in p.all_seeds]
     styles = styles_for(opts, models_root)
     originals = list(p.all_prompts)
+    negatives = list(getattr(p, "all_negative_prompts", None) or [])
+    if not any(t and t.strip() for t in originals) and not (opts.expand_negative and any(t and t.strip()
+                                                                                            for t in negatives)):
+        return  # nothing to expand: write no keys, so pasting this image back leaves the script off
     expanded = expand_prompts(expander, originals, seeds, opts, styles, count=count)
     p.all_prompts = expanded
     params = p.extra_generation_params
@@ -120,7 +128,10 @@ def apply_to_processing(p, expander, opts: Options, models_root: Path | None = N
         params[KEY_SAFE] = False
     if opts.blocklist and opts.blocklist.strip():
         params[KEY_BLOCKLIST] = opts.blocklist.strip()
-    params[KEY_ORIGINAL] = originals  # a list: A1111 writes item i into image i's infotext
+    params[KEY_ORIGINAL] = [o[:INFOTEXT_ORIGINAL_MAX] for o in originals]  # item i goes to image i's infotext
+    if any(len(o) > INFOTEXT_ORIGINAL_MAX for o in originals):
+        params[KEY_ORIGINAL_CUT] = [f"first {INFOTEXT_ORIGINAL_MAX} of {len(o)} characters"
+                                    if len(o) > INFOTEXT_ORIGINAL_MAX else "" for o in originals]
     if getattr(p, "enable_hr", False) and getattr(p, "all_hr_prompts", None) is not None:
         hr_originals = list(p.all_hr_prompts)
         if opts.apply_hires:
@@ -164,6 +175,12 @@ def restore_original(params: dict) -> None:
     """on_infotext_pasted: put the user's original prompts back, so Generate expands them again the same way."""
     if KEY not in params:
         return
+    if params.get(KEY_ORIGINAL_CUT):
+        # The original was too long to store whole: the expanded prompt stays, as it is, with the script off
+        # (the "enabled" reader sees this key), so Generate makes the same image instead of expanding it again.
+        for key in (KEY_ORIGINAL, KEY_ORIGINAL_NEGATIVE, KEY_ORIGINAL_HIRES):
+            params.pop(key, None)
+        return
     for key, field in ((KEY_ORIGINAL, "Prompt"), (KEY_ORIGINAL_NEGATIVE, "Negative prompt"),
                        (KEY_ORIGINAL_HIRES, "Hires prompt")):
         if key in params:
@@ -175,7 +192,7 @@ def restore_original(params: dict) -> None:
 def infotext_keys() -> dict:
     """UI field name -> infotext key (and how to read it back) for the script's infotext_fields."""
     return {
-        "enabled": lambda d: KEY in d,
+        "enabled": lambda d: KEY in d and not d.get(KEY_ORIGINAL_CUT),
         "model": KEY,
         "lora": lambda d: d.get(KEY_LORA, NO_LORA).rsplit(":", 1)[0] if KEY in d else NO_LORA,
         "lora_strength": lambda d: float(d.get(KEY_LORA, "x:1").rsplit(":", 1)[-1]) if KEY_LORA in d else 1.0,

@@ -186,3 +186,36 @@ def test_install_py_pins_peft_for_old_transformers(monkeypatch):
     monkeypatch.setattr(install, "version_of", lambda d: {"torch": "2.13.0", "transformers": "4.30.2"}.get(d))
     text = Path(install.constraints_file()).read_text()
     assert "torch==2.13.0" in text and "transformers==4.30.2" in text
+
+
+def _paste(script, info):
+    from modules import script_callbacks
+    for cb in script_callbacks.infotext_pasted:
+        cb("raw infotext", info)
+    s = script.PromptExpanderScript()
+    comps = s.ui(False)
+    values = {comp: reader(info) if callable(reader) else info.get(reader) for comp, reader in s.infotext_fields}
+    return [values[c] for c in comps]
+
+
+def test_a_long_original_is_stored_cut_and_then_not_pasted_back(script):
+    from prompt_expander.webui import INFOTEXT_ORIGINAL_MAX
+    long_prompt = "a castle on a hill, " * 500
+    p = make_p([long_prompt, "a robot"], [1, 2])
+    run(script, p)
+    info = p.infotext(0)
+    assert info["Prompt Expander original"] == long_prompt[:INFOTEXT_ORIGINAL_MAX]
+    assert info["Prompt Expander original cut"] == f"first {INFOTEXT_ORIGINAL_MAX} of {len(long_prompt)} characters"
+    assert p.infotext(1)["Prompt Expander original cut"] == ""  # the short one in the same batch is whole
+    expanded = info["Prompt"]
+    ordered = _paste(script, info)
+    assert info["Prompt"] == expanded and ordered[0] is False  # the image's prompt as it was, script off
+
+
+def test_an_empty_prompt_writes_no_keys_so_pasting_leaves_the_script_off(script):
+    p = make_p(["", "  "], [1, 2])
+    run(script, p)
+    assert p.all_prompts == ["", "  "]
+    info = p.infotext(0)
+    assert not [k for k in info if k.startswith("Prompt Expander")]
+    assert _paste(script, info)[0] is False
