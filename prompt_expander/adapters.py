@@ -50,6 +50,18 @@ def base_fingerprint(model) -> str:
     return h.hexdigest()[:16]
 
 
+def adapter_signature(path: Path) -> tuple:
+    """What tells one version of an adapter folder's files from another: each file's size and mtime."""
+    sig = []
+    for name in ("adapter_config.json", "adapter_model.safetensors", ADAPTER_META):
+        try:
+            st = (Path(path) / name).stat()
+            sig.append((name, st.st_size, st.st_mtime_ns))
+        except OSError:
+            sig.append((name, None, None))
+    return tuple(sig)
+
+
 def read_adapter_config(path: Path) -> dict:
     cfg_file = path / "adapter_config.json"
     if not cfg_file.is_file():

@@ -12,7 +12,7 @@ from typing import Callable, Iterable
 import torch
 
 from . import syntax
-from .adapters import base_fingerprint, load_adapter_deltas
+from .adapters import adapter_signature, base_fingerprint, load_adapter_deltas
 from .budget import approx_clip_tokens, clip_budget
 from .decoding import FastGPT2, decode_fast, decode_reference, weights_changed
 from .errors import AdapterError, InputError, NegativeNotSupportedError
@@ -128,6 +128,7 @@ class Expander:
         self.vocab = VocabInfo(tokenizer, model.get_input_embeddings().weight.shape[0])
         self.fingerprint = base_fingerprint(model)
         self.adapters: dict[str, dict[str, torch.Tensor]] = {}
+        self._adapter_paths: dict[Path, tuple[str, tuple]] = {}  # resolved folder -> (name, file signature)
         self._base_weights: dict[str, torch.Tensor] = {}
         self._active_style: tuple = ()
         self._ban_cache: dict = {}
@@ -147,19 +148,31 @@ class Expander:
         raise AdapterError(f"no adapter {name_or_path!r} (looked in {', '.join(str(r) for r in [*search, BUNDLED_LORAS])})")
 
     def load_adapter(self, name_or_path: str, name: str | None = None, search: Iterable[Path] = ()) -> str:
-        """Load a PEFT LoRA folder once; later style switches reuse it. Returns its name."""
+        """Load a PEFT LoRA folder once; later style switches reuse it. Returns the name styles use for it.
+
+        Adapters are known by resolved folder and file signature, not by folder name: '/x/photo' after the
+        bundled 'photo' is another adapter (named by its path), and a folder retrained in place is reloaded."""
         path = self.resolve_adapter(name_or_path, search)
-        name = name or path.name
+        signature = adapter_signature(path)
         with self._lock:
-            if name not in self.adapters:
-                self._set_style(())  # peft must see the pristine base weights
-                deltas = load_adapter_deltas(self.model, path, self.model_id)
-                params = dict(self.model.named_parameters())
-                missing = [k for k in deltas if k not in params]
-                if missing:
-                    raise AdapterError(f"adapter {name!r} targets layers the base lacks: {missing[:3]}")
-                self.adapters[name] = {k: v.to(params[k].device) for k, v in deltas.items()}
-        return name
+            known = self._adapter_paths.get(path)
+            if known is not None and known[1] == signature:
+                return known[0]
+            if known is not None:
+                key = known[0]
+            else:
+                key = name or path.name
+                if key in self.adapters:
+                    key = str(path)
+            self._set_style(())  # peft must see the pristine base weights
+            deltas = load_adapter_deltas(self.model, path, self.model_id)
+            params = dict(self.model.named_parameters())
+            missing = [k for k in deltas if k not in params]
+            if missing:
+                raise AdapterError(f"adapter {key!r} targets layers the base lacks: {missing[:3]}")
+            self.adapters[key] = {k: v.to(params[k].device) for k, v in deltas.items()}
+            self._adapter_paths[path] = (key, signature)
+        return key
 
     def parse_styles(self, specs, search: Iterable[Path] = ()) -> tuple:
         """['photo', 'anime:0.5', 'path/to/lora:0.7'] -> (('photo', 1.0), ('anime', 0.5), ...), loading as needed."""

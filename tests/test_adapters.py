@@ -76,3 +76,30 @@ def test_style_switches_reach_the_fast_path_under_inference_mode(tiny_model_dir,
         for styles in ([], [str(lora_dirs["photo"])], [str(lora_dirs["anime"])], []):
             fast = exp.expand("a castle", seed=4, styles=styles).text
             assert fast == exp.expand("a castle", seed=4, styles=styles, fast=False).text
+
+
+def test_adapters_are_known_by_folder_not_by_name(tiny_model_dir, lora_dirs, tmp_path):
+    import shutil
+    exp = loading.load_expander(str(tiny_model_dir), resident=False)
+    same_name = tmp_path / "elsewhere" / "photo"
+    shutil.copytree(lora_dirs["anime"], same_name)  # another adapter under the bundled style's name
+    first = exp.load_adapter(str(lora_dirs["photo"]))
+    second = exp.load_adapter(str(same_name))
+    assert first == "photo" and second == str(same_name.resolve())
+    a = exp.expand("a castle", seed=4, styles=[str(lora_dirs["photo"])]).text
+    b = exp.expand("a castle", seed=4, styles=[str(same_name)]).text
+    assert b == exp.expand("a castle", seed=4, styles=[str(lora_dirs["anime"])]).text and a != b
+
+
+def test_an_adapter_retrained_in_place_is_reloaded(tiny_model_dir, lora_dirs, tmp_path):
+    import os
+    import shutil
+    exp = loading.load_expander(str(tiny_model_dir), resident=False)
+    folder = tmp_path / "style"
+    shutil.copytree(lora_dirs["photo"], folder)
+    before = exp.expand("a castle", seed=4, styles=[str(folder)]).text
+    for name in ("adapter_model.safetensors", "adapter_config.json"):
+        shutil.copyfile(lora_dirs["anime"] / name, folder / name)
+        os.utime(folder / name, ns=(1, 1))  # a new signature even on a coarse-clock filesystem
+    after = exp.expand("a castle", seed=4, styles=[str(folder)]).text
+    assert after == exp.expand("a castle", seed=4, styles=[str(lora_dirs["anime"])]).text and after != before

@@ -200,8 +200,10 @@ def test_bad_inputs_are_node_errors(pack, mm, tmp_path):
     handle = node(pack, "LoadPromptExpander").load("tiny", "auto", "auto")[0]
     with pytest.raises(errors.InputError, match="empty"):
         node(pack, "ExpandPrompt").expand(handle, "  ", 1, 0.8, 0, True)
-    huge = node(pack, "ExpandPrompt").expand(handle, "castle " * 20000, 1, 0.8, 0, True)["result"][0]
+    huge = node(pack, "ExpandPrompt").expand(handle, "castle " * 14000, 1, 0.8, 0, True)["result"][0]
     assert huge.startswith("castle castle")
+    with pytest.raises(errors.InputError, match="the most is 100,000"):  # the documented cap
+        node(pack, "ExpandPrompt").expand(handle, "castle " * 20000, 1, 0.8, 0, True)
     mm.interrupt_after = 3
     with pytest.raises(mm.InterruptProcessingException):
         node(pack, "ExpandPrompt").expand(handle, "a castle", 1, 0.8, 0, True)
