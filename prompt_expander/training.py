@@ -1,9 +1,11 @@
 """The training loop shared by train-base and train-lora: accelerate, resumable checkpoints, validation."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import pickle
 import platform
 import shutil
 import time
@@ -102,6 +104,62 @@ def device_description(device: torch.device) -> str:
     return device.type
 
 
+@contextlib.contextmanager
+def weights_only_loads():
+    """Every torch.load inside runs with weights_only=True, whatever the caller (accelerate) asked for: a
+    checkpoint folder someone handed over can hold tensors and plain data, never code that runs on load."""
+    real = torch.load
+
+    def load(*args, **kwargs):
+        kwargs["weights_only"] = True
+        return real(*args, **kwargs)
+
+    torch.load = load
+    try:
+        yield
+    finally:
+        torch.load = real
+
+
+def load_state_safely(accelerator, ckpt: Path) -> None:
+    from .errors import DataError
+    try:
+        with weights_only_loads():
+            accelerator.load_state(str(ckpt))
+    except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(f"{ckpt}: the checkpoint cannot be loaded as plain tensors and data (weights_only), so "
+                        f"it is not resumed ({first}); start over without --resume, or with torch >= 2.4") from None
+
+
+def recover_checkpoint(ckpt: Path) -> None:
+    """After a kill: make sure OUT/checkpoint is the newest complete checkpoint, and drop the temporary ones.
+
+    atomic_dir swaps a checkpoint in with two renames; a kill between them leaves the old one and the new one
+    under temporary names and no OUT/checkpoint. A checkpoint is complete once its train_state.json exists
+    (written last)."""
+    strays = [d for d in ckpt.parent.glob(f".{ckpt.name}.*") if d.is_dir()]
+    if not strays:
+        return
+
+    def step(d):
+        try:
+            return json.loads((d / "train_state.json").read_text())["step"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    if step(ckpt) is None:
+        complete = [(step(d), d) for d in strays if step(d) is not None]
+        if complete:
+            best = max(complete, key=lambda x: x[0])[1]
+            if ckpt.exists():
+                shutil.rmtree(ckpt, ignore_errors=True)
+            os.replace(best, ckpt)
+            strays.remove(best)
+    for d in strays:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 @torch.no_grad()
 def validation_loss(model, batches, device, max_batches: int, autocast) -> float:
     was_training = model.training
@@ -144,8 +202,11 @@ def run_training(model, train, val, cfg: TrainConfig, params=None, save_final=No
     ckpt = out / CHECKPOINT_DIR
     state = {"step": 0, "tokens_seen": 0, "elapsed_s": 0.0, "history": [], "config": asdict(cfg),
              "machine": machine_description(), "precision": accelerator.mixed_precision}
+    if accelerator.is_main_process:
+        recover_checkpoint(ckpt)
+    accelerator.wait_for_everyone()
     if cfg.resume and (ckpt / "train_state.json").exists():
-        accelerator.load_state(str(ckpt))
+        load_state_safely(accelerator, ckpt)
         state = json.loads((ckpt / "train_state.json").read_text())
         accelerator.print(f"resumed from {ckpt} at step {state['step']}")
     elif ckpt.exists() and not cfg.resume:

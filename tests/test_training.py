@@ -198,3 +198,45 @@ def test_a_run_folder_reused_for_other_data_gets_a_new_tokenizer_or_a_clear_erro
     r = cli("train-base", other, "--out", out, "--steps", "3", "--save-every", "1", "--eval-every", "100",
             *BASE_FLAGS, "--resume")
     assert r.returncode == 0 and "training a new one" not in r.stdout  # the same data: reused as it is
+
+
+class Payload:
+    """Unpickling this would create a file: the proof that code ran."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_kill_between_the_checkpoint_renames_resumes_and_strays_are_cleaned(data_dir, tmp_path):
+    from safetensors.torch import load_file
+    flags = ["--steps", "12", "--save-every", "6", "--eval-every", "100", *BASE_FLAGS]
+    full = tmp_path / "full"
+    assert cli("train-base", data_dir, "--out", full, *flags).returncode == 0
+    cut = tmp_path / "cut"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "DIE_AT_STEP": "8"}
+    r = subprocess.run([sys.executable, "-c", DIE_AT_STEP, "train-base", str(data_dir), "--out", str(cut), *flags],
+                       env=env, capture_output=True, text=True)
+    assert r.returncode == 9
+    # the moment inside atomic_dir after the old checkpoint moved aside and before the new one moved in
+    os.replace(cut / "checkpoint", cut / ".checkpoint.old.4242")
+    (cut / ".checkpoint.half").mkdir()  # a temporary folder a kill left half written
+    (cut / ".checkpoint.half" / "optimizer.bin").write_bytes(b"partial")
+    r = cli("train-base", data_dir, "--out", cut, "--resume", *flags)
+    assert r.returncode == 0 and "resumed from" in r.stdout + r.stderr, r.stderr[-2000:]
+    assert not list(cut.glob(".checkpoint.*"))
+    a, b = load_file(str(full / "model.safetensors")), load_file(str(cut / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_never_unpickles_code(data_dir, tmp_path):
+    out = tmp_path / "run"
+    flags = ["--steps", "4", "--save-every", "2", "--eval-every", "100", *BASE_FLAGS]
+    assert cli("train-base", data_dir, "--out", out, "--steps", "2", *flags[2:]).returncode == 0
+    marker = tmp_path / "pwned"
+    torch.save({"state": Payload(str(marker))}, out / "checkpoint" / "optimizer.bin")
+    r = cli("train-base", data_dir, "--out", out, "--resume", *flags)
+    assert not marker.exists()
+    assert r.returncode == 1 and "weights_only" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
