@@ -102,7 +102,7 @@ def evaluate_path(model_path, prompts, loras=(), batch_size=64, limit=0, device=
     if model_path and is_lstm_folder(model_path):
         lstm = load_lstm(model_path, device)
         result = lstm.evaluate_lines(lines, batch_size=batch_size, progress=progress)
-        result["model"] = str(model_path)
+        result["model"] = result["system"] = str(model_path)
         return result
     from .loading import load_expander
 
@@ -111,6 +111,7 @@ def evaluate_path(model_path, prompts, loras=(), batch_size=64, limit=0, device=
     result = evaluate_lines(model, exp.tokenizer, exp.meta, lines, batch_size, progress)
     result["model"] = exp.model_id
     result["loras"] = list(loras)
+    result["system"] = " + ".join([exp.model_id, *map(str, loras)])  # what was scored: the base and its styles
     return result
 
 
@@ -118,12 +119,12 @@ def main(args) -> int:
     if not Path(args.prompts).is_file():
         raise DataError(f"{args.prompts}: no such file")
     r = evaluate_path(args.model, args.prompts, args.lora, args.batch_size, args.limit, args.device)
-    print(f"model {r['model']}  prompts {r['prompts']}  tokens {r['tokens']}")
+    print(f"model {r['system']}  prompts {r['prompts']}  tokens {r['tokens']}")
     print(f"cross-entropy {r['cross_entropy']:.4f}  perplexity {r['perplexity']:.2f}  bits/byte {r['bits_per_byte']:.4f}")
     if args.json:
         write_json_atomic(args.json, r)
     if args.markdown:
         write_text_atomic(args.markdown, "| model | CE | PPL | bits/byte | prompts | tokens |\n|---|---:|---:|---:|---:|---:|\n"
-                          f"| {r['model']} | {r['cross_entropy']:.4f} | {r['perplexity']:.2f} | {r['bits_per_byte']:.4f} "
+                          f"| {r['system']} | {r['cross_entropy']:.4f} | {r['perplexity']:.2f} | {r['bits_per_byte']:.4f} "
                           f"| {r['prompts']} | {r['tokens']} |\n")
     return 0

@@ -226,3 +226,14 @@ def test_the_judging_embedder_is_never_loaded_by_expansion(tiny_model_dir):
                        cwd=str(Path(__file__).resolve().parent.parent))
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip() == "[]"
+
+
+def test_evaluate_names_the_style_it_scored(tiny_model_dir, lora_dirs, tmp_path, capsys):
+    from prompt_expander.cli import main
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a castle on a hill, 8k\na red fox in the snow\n")
+    md = tmp_path / "r.md"
+    assert main(["evaluate", str(prompts), "--model", str(tiny_model_dir), "--lora", str(lora_dirs["photo"]),
+                 "--markdown", str(md)]) == 0
+    system = f"tiny-gpt2 + {lora_dirs['photo']}"
+    assert f"model {system}  prompts" in capsys.readouterr().out and f"| {system} |" in md.read_text()
