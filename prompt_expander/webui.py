@@ -136,8 +136,11 @@ def apply_to_processing(p, expander, opts: Options, models_root: Path | None = N
         hr_originals = list(p.all_hr_prompts)
         if opts.apply_hires:
             # The hires prompt usually equals the prompt: reuse that expansion, so both passes agree.
-            p.all_hr_prompts = [e if h == o else x for h, o, e, x in zip(
-                hr_originals, originals, expanded, expand_prompts(expander, hr_originals, seeds, opts, styles, count=count))]
+            # Only the hires prompts that differ are expanded: each expansion of a long prompt costs time.
+            differ = [i for i, (h, o) in enumerate(zip(hr_originals, originals)) if h != o]
+            own = dict(zip(differ, expand_prompts(expander, [hr_originals[i] for i in differ],
+                                                  [seeds[i] for i in differ], opts, styles, count=count)))
+            p.all_hr_prompts = [own.get(i, e) for i, e in enumerate(expanded)]
             if any(h != o for h, o in zip(hr_originals, originals)):
                 params[KEY_ORIGINAL_HIRES] = hr_originals
         else:

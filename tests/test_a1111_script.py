@@ -219,3 +219,13 @@ def test_an_empty_prompt_writes_no_keys_so_pasting_leaves_the_script_off(script)
     info = p.infotext(0)
     assert not [k for k in info if k.startswith("Prompt Expander")]
     assert _paste(script, info)[0] is False
+
+
+def test_a_hires_prompt_equal_to_the_prompt_is_not_expanded_twice(script, monkeypatch):
+    from prompt_expander.expander import Expander
+    calls = []
+    real = Expander.expand
+    monkeypatch.setattr(Expander, "expand", lambda self, text, *a, **kw: calls.append(text) or real(self, text, *a, **kw))
+    p = make_p(["a castle", "a robot"], [3, 4], enable_hr=True, hr_prompts=["a castle", "a robot, hires detail"])
+    run(script, p)
+    assert sorted(calls) == ["a castle", "a robot", "a robot, hires detail"]
