@@ -11,9 +11,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from prompt_expander.decoding import decode_fast  # noqa: E402
-from prompt_expander.sampling import RowDecoder  # noqa: E402
-from prompt_expander.vocab import BanTable  # noqa: E402
+from prompt_expander.expansion.decoding import decode_fast  # noqa: E402
+from prompt_expander.expansion.sampling import RowDecoder  # noqa: E402
+from prompt_expander.expansion.vocab import BanTable  # noqa: E402
 from prompt_expander.fileio import write_json_atomic  # noqa: E402
 
 NEW_TOKENS = 60
@@ -88,7 +88,7 @@ def main(argv=None):
     ap.add_argument("--skip-small", action="store_true", help="skip the 124M GPT-2-small-sized model")
     ap.add_argument("--json", help="write results here")
     args = ap.parse_args(argv)
-    from prompt_expander.loading import load_expander
+    from prompt_expander.expansion.resident import load_expander
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     exp = load_expander(args.model, device=device, dtype=args.dtype)
@@ -101,7 +101,7 @@ def main(argv=None):
     results[0]["expand_many8_ms"] = 1000 * statistics.median(t["eight"])
     results[0]["expand_many8_over_1"] = statistics.median(e / o for e, o in zip(t["eight"], t["one"]))
     if not args.skip_small:
-        from prompt_expander.vocab import VocabInfo
+        from prompt_expander.expansion.vocab import VocabInfo
         # GPT-2 small exactly (124M, 50257 rows in the head); rows past our tokenizer are never sampled.
         small = random_gpt2_small(GPT2_VOCAB, device, exp.model.dtype)
         small.config.eos_token_id = exp.vocab.eos_id

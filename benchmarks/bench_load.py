@@ -18,8 +18,8 @@ CHILD = r"""
 import os, sys, time, json
 sys.path.insert(0, {root!r})
 import torch, transformers, peft  # the host has these imported already
-from prompt_expander import loading
-import prompt_expander.expander, prompt_expander.adapters  # noqa: F401 (code, not the model)
+from prompt_expander.model import loading
+import prompt_expander.expansion.expander, prompt_expander.model.adapters  # noqa: F401 (code, not the model)
 
 def read_chars():
     # Bytes this process has read through read() and friends, files and /proc alike (Linux).

@@ -13,8 +13,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from prompt_expander.dataset import PackedBatches, TokenizedPrompts  # noqa: E402
-from prompt_expander.training import TrainConfig, run_training  # noqa: E402
+from prompt_expander.train.dataset import PackedBatches, TokenizedPrompts  # noqa: E402
+from prompt_expander.train.loop import TrainConfig, run_training  # noqa: E402
 from prompt_expander.fileio import write_json_atomic  # noqa: E402
 
 

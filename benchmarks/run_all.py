@@ -86,7 +86,7 @@ def main():
     train = bench_train.main(["--json", str(out / "train.json")]) if not args.skip_train else \
         json.loads((out / "train.json").read_text())
     if args.doc:
-        from prompt_expander.training import machine_description
+        from prompt_expander.train.loop import machine_description
         write_doc(Path(args.doc), decode, load, train, machine_description())
         print(f"wrote {args.doc}")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from ..prompt_expander.errors import ExpanderError
-from ..prompt_expander.hosting import DeviceModule
+from ..prompt_expander.host.hosting import DeviceModule
 from ..prompt_expander.paths import (BUNDLED_LORAS, DEFAULT_MODEL, find_named_folder, list_adapter_folders,
                                      list_model_folders)
 
@@ -91,7 +91,7 @@ def pick_device_and_dtype(device: str, dtype: str):
 def load_handle(name: str, device: str, dtype: str) -> ExpanderHandle:
     import comfy.model_patcher
 
-    from ..prompt_expander.loading import load_expander
+    from ..prompt_expander.expansion.resident import load_expander
 
     folder = resolve_model(name)
     load, offload, dt = pick_device_and_dtype(device, dtype)

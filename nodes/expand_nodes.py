@@ -94,7 +94,7 @@ class LoadPromptExpander:
     @classmethod
     def IS_CHANGED(cls, model, device, dtype):
         # The folder's file signature: a replaced model reloads, an unchanged one is a cache hit.
-        from ..prompt_expander.loading import folder_signature
+        from ..prompt_expander.model.loading import folder_signature
         try:
             return str(folder_signature(resolve_model(model)))
         except ExpanderError:

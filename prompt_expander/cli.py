@@ -9,16 +9,16 @@ from .errors import ExpanderError
 
 # name -> (module, help); modules are imported only when their command runs, to keep --help fast.
 COMMANDS = {
-    "expand": ("expand_cli", "expand a prompt (or a file of prompts) with the default or a given model"),
-    "prepare": ("prepare", "clean, deduplicate, filter and split prompt sources"),
-    "harvest": ("harvest", "collect prompts from the metadata of generated images"),
-    "train-base": ("train_base", "train a BPE tokenizer and a GPT-2 model from scratch"),
-    "train-lora": ("train_lora", "fine-tune a LoRA adapter (or the last k blocks) on a base model"),
-    "evaluate": ("evaluate", "cross-entropy, perplexity and bits per byte of a model on a prompts file"),
-    "train-lstm": ("lstm", "train the LSTM benchmark (BPE or word level)"),
-    "expand-eval": ("expand_eval", "faithfulness, diversity and safety figures of expansions"),
-    "make-sheet": ("sheets", "write a blinded human-rating sheet (HTML + CSV)"),
-    "score-sheet": ("sheets", "un-blind filled rating sheets: means, sigma and weighted kappa"),
+    "expand": ("expansion.cli", "expand a prompt (or a file of prompts) with the default or a given model"),
+    "prepare": ("data.prepare", "clean, deduplicate, filter and split prompt sources"),
+    "harvest": ("data.harvest", "collect prompts from the metadata of generated images"),
+    "train-base": ("train.base", "train a BPE tokenizer and a GPT-2 model from scratch"),
+    "train-lora": ("train.lora", "fine-tune a LoRA adapter (or the last k blocks) on a base model"),
+    "evaluate": ("evaluation.evaluate", "cross-entropy, perplexity and bits per byte of a model on a prompts file"),
+    "train-lstm": ("evaluation.lstm", "train the LSTM benchmark (BPE or word level)"),
+    "expand-eval": ("evaluation.expand_eval", "faithfulness, diversity and safety figures of expansions"),
+    "make-sheet": ("evaluation.sheets", "write a blinded human-rating sheet (HTML + CSV)"),
+    "score-sheet": ("evaluation.sheets", "un-blind filled rating sheets: means, sigma and weighted kappa"),
 }
 
 

@@ -30,8 +30,8 @@ def _import_core():
 
 
 core = _import_core()
-webui = importlib.import_module(core.__name__ + ".webui")
-loading = importlib.import_module(core.__name__ + ".loading")
+webui = importlib.import_module(core.__name__ + ".host.webui")
+resident = importlib.import_module(core.__name__ + ".expansion.resident")
 
 
 def models_root() -> Path:
@@ -65,12 +65,12 @@ def pick_device():
 def get_expander(model_name: str):
     import torch
     device, dtype = pick_device()
-    exp = loading.load_expander(str(webui.resolve_model(model_name, models_root())), device="cpu", dtype=dtype)
+    exp = resident.load_expander(str(webui.resolve_model(model_name, models_root())), device="cpu", dtype=dtype)
     mem = _forge_memory()
     if mem is not None and hasattr(mem, "load_models_gpu") and device.type != "cpu":
         try:
             from backend.patcher.base import ModelPatcher
-            hosting = importlib.import_module(core.__name__ + ".hosting")
+            hosting = importlib.import_module(core.__name__ + ".host.hosting")
             patcher = getattr(exp, "_forge_patcher", None)
             if patcher is None:
                 patcher = exp._forge_patcher = ModelPatcher(hosting.DeviceModule(exp.model), load_device=device,

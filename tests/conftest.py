@@ -32,7 +32,7 @@ def lora_dirs(tiny_model_dir, tmp_path_factory):
 
 @pytest.fixture
 def expander(tiny_model_dir):
-    from prompt_expander.loading import load_expander
+    from prompt_expander.expansion.resident import load_expander
     exp = load_expander(str(tiny_model_dir))
     exp._set_style(())
     return exp

@@ -38,7 +38,7 @@ def make_p(prompts, seeds, **kw):
 
 
 def args(**kw):
-    from prompt_expander.webui import Options
+    from prompt_expander.host.webui import Options
     return list(vars(Options(**{"enabled": True, "model": "tiny", **kw})).values())
 
 
@@ -50,7 +50,7 @@ def run(script, p, **kw):
 
 
 def core_expand(tiny_model_dir, text, seed, **kw):
-    from prompt_expander.loading import load_expander
+    from prompt_expander.expansion.resident import load_expander
     return load_expander(str(tiny_model_dir)).expand(text, seed, **kw).text
 
 
@@ -199,7 +199,7 @@ def _paste(script, info):
 
 
 def test_a_long_original_is_stored_cut_and_then_not_pasted_back(script):
-    from prompt_expander.webui import INFOTEXT_ORIGINAL_MAX
+    from prompt_expander.host.webui import INFOTEXT_ORIGINAL_MAX
     long_prompt = "a castle on a hill, " * 500
     p = make_p([long_prompt, "a robot"], [1, 2])
     run(script, p)
@@ -222,7 +222,7 @@ def test_an_empty_prompt_writes_no_keys_so_pasting_leaves_the_script_off(script)
 
 
 def test_a_hires_prompt_equal_to_the_prompt_is_not_expanded_twice(script, monkeypatch):
-    from prompt_expander.expander import Expander
+    from prompt_expander.expansion.expander import Expander
     calls = []
     real = Expander.expand
     monkeypatch.setattr(Expander, "expand", lambda self, text, *a, **kw: calls.append(text) or real(self, text, *a, **kw))

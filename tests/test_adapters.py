@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from prompt_expander import loading
+from prompt_expander.expansion import resident
 from prompt_expander.errors import AdapterError
 
 
@@ -15,7 +15,7 @@ def test_pick_mix_and_switch_without_reloading_the_base(expander, lora_dirs, mon
     plain = expander.expand("a castle", seed=3).added
     photo = expander.expand("a castle", seed=3, styles=[str(lora_dirs["photo"])]).added
     assert photo != plain
-    monkeypatch.setattr(loading, "_load_model", lambda *a, **k: pytest.fail("base reloaded"))
+    monkeypatch.setattr(resident, "load_model", lambda *a, **k: pytest.fail("base reloaded"))
     anime = expander.expand("a castle", seed=3, styles=[str(lora_dirs["anime"])]).added
     mixed = expander.expand("a castle", seed=3, styles=[(str(lora_dirs["photo"]), 0.5), (str(lora_dirs["anime"]), 0.5)])
     assert anime != photo and mixed.adapters == [["photo", 0.5], ["anime", 0.5]]
@@ -48,7 +48,7 @@ def test_adapter_matches_peft_forward(tiny_model_dir, lora_dirs, expander):
 
 
 def test_adapter_for_another_base_is_refused(other_model_dir, lora_dirs):
-    exp = loading.load_expander(str(other_model_dir))
+    exp = resident.load_expander(str(other_model_dir))
     with pytest.raises(AdapterError) as e:
         exp.expand("a cat", styles=[str(lora_dirs["photo"])])
     assert "tiny-gpt2" in str(e.value) and "other-gpt2" in str(e.value)
@@ -72,7 +72,7 @@ def test_unknown_adapter(expander):
 def test_style_switches_reach_the_fast_path_under_inference_mode(tiny_model_dir, lora_dirs):
     """ComfyUI loads and runs nodes under inference_mode: a style switch must still reach the fast loop."""
     with torch.inference_mode():
-        exp = loading.load_expander(str(tiny_model_dir), resident=False)
+        exp = resident.load_expander(str(tiny_model_dir), resident=False)
         for styles in ([], [str(lora_dirs["photo"])], [str(lora_dirs["anime"])], []):
             fast = exp.expand("a castle", seed=4, styles=styles).text
             assert fast == exp.expand("a castle", seed=4, styles=styles, fast=False).text
@@ -80,7 +80,7 @@ def test_style_switches_reach_the_fast_path_under_inference_mode(tiny_model_dir,
 
 def test_adapters_are_known_by_folder_not_by_name(tiny_model_dir, lora_dirs, tmp_path):
     import shutil
-    exp = loading.load_expander(str(tiny_model_dir), resident=False)
+    exp = resident.load_expander(str(tiny_model_dir), resident=False)
     same_name = tmp_path / "elsewhere" / "photo"
     shutil.copytree(lora_dirs["anime"], same_name)  # another adapter under the bundled style's name
     first = exp.load_adapter(str(lora_dirs["photo"]))
@@ -94,7 +94,7 @@ def test_adapters_are_known_by_folder_not_by_name(tiny_model_dir, lora_dirs, tmp
 def test_an_adapter_retrained_in_place_is_reloaded(tiny_model_dir, lora_dirs, tmp_path):
     import os
     import shutil
-    exp = loading.load_expander(str(tiny_model_dir), resident=False)
+    exp = resident.load_expander(str(tiny_model_dir), resident=False)
     folder = tmp_path / "style"
     shutil.copytree(lora_dirs["photo"], folder)
     before = exp.expand("a castle", seed=4, styles=[str(folder)]).text

@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from prompt_expander.budget import CHUNK, MIN_ROOM, approx_clip_tokens, clip_budget, count_adds_up_at
+from prompt_expander.expansion.budget import CHUNK, MIN_ROOM, approx_clip_tokens, clip_budget, count_adds_up_at
 
 
 def test_approx_counts_words_digits_and_punctuation():

@@ -155,8 +155,8 @@ def test_styles_stack_without_reloading_and_cache_is_stable(pack, mm, monkeypatc
     assert sig and sig == pack.NODE_CLASS_MAPPINGS["LoadPromptExpander"].IS_CHANGED("tiny", "auto", "auto")
     assert not (isinstance(sig, float) and math.isnan(sig))
     import importlib
-    loading = importlib.import_module("prompt-expander-main.prompt_expander.loading")
-    monkeypatch.setattr(loading, "_load_model", lambda *a, **k: pytest.fail("reloaded from disk"))
+    resident = importlib.import_module("prompt-expander-main.prompt_expander.expansion.resident")
+    monkeypatch.setattr(resident, "load_model", lambda *a, **k: pytest.fail("reloaded from disk"))
     b = loader.load("tiny", "auto", "auto")[0]
     assert b.expander is a.expander
     styled = node(pack, "ApplyExpanderStyle").apply(a, "tinystyle", 0.8)[0]

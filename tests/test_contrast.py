@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from prompt_expander.errors import InputError
-from prompt_expander.sampling import CONTRAST_PLAUSIBILITY, contrastive_scores
+from prompt_expander.expansion.sampling import CONTRAST_PLAUSIBILITY, contrastive_scores
 
 
 def test_generic_tokens_lose_to_tokens_the_input_makes_likelier():

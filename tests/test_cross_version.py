@@ -1,6 +1,6 @@
 """Exact outputs that must not change across transformers 4.30.2 (A1111), 4.46 (Forge) and 5.x (ComfyUI)."""
 
-from prompt_expander.loading import load_expander
+from prompt_expander.expansion.resident import load_expander
 
 # Recorded once; .ci/run checks them under transformers 4.30.2 and under the latest release.
 TINY_TOKENS = [82, 81, 278, 84, 67, 295, 281, 72, 264, 327, 81, 79, 266, 14, 380, 382, 14, 359, 77]

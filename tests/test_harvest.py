@@ -4,7 +4,7 @@ import json
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from prompt_expander.harvest import EXIF_IFD, USER_COMMENT, harvest, image_prompts, split_a1111_parameters
+from prompt_expander.data.harvest import EXIF_IFD, USER_COMMENT, harvest, image_prompts, split_a1111_parameters
 
 A1111 = ("portrait of a woman, (detailed:1.2), <lora:film:0.6>\nsecond line\n"
          "Negative prompt: blurry, lowres\n"

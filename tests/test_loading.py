@@ -3,7 +3,8 @@ import shutil
 
 import pytest
 
-from prompt_expander import loading
+from prompt_expander.expansion import resident
+from prompt_expander.model import loading
 from prompt_expander.errors import ModelLoadError, UnsafeWeightsError
 
 
@@ -17,7 +18,7 @@ def test_pickle_only_folder_is_refused(tiny_model_dir, tmp_path):
     (d / "model.safetensors").unlink()
     (d / "pytorch_model.bin").write_bytes(b"not really a pickle")
     with pytest.raises(UnsafeWeightsError, match="run arbitrary code") as e:
-        loading.load_expander(str(d))
+        resident.load_expander(str(d))
     assert "safe_serialization=True" in str(e.value)
 
 
@@ -26,7 +27,7 @@ def test_corrupt_safetensors_is_a_clear_error(tiny_model_dir, tmp_path):
     data = (d / "model.safetensors").read_bytes()
     (d / "model.safetensors").write_bytes(data[: len(data) // 3])
     with pytest.raises(ModelLoadError, match="corrupt or incomplete"):
-        loading.load_expander(str(d))
+        resident.load_expander(str(d))
 
 
 def test_folder_without_tokenizer(tiny_model_dir, tmp_path):
@@ -34,7 +35,7 @@ def test_folder_without_tokenizer(tiny_model_dir, tmp_path):
     for name in ("vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json"):
         (d / name).unlink()
     with pytest.raises(ModelLoadError, match="no tokenizer"):
-        loading.load_expander(str(d))
+        resident.load_expander(str(d))
 
 
 def test_unknown_name_and_offline_hub_id(monkeypatch, tmp_path):
@@ -42,9 +43,9 @@ def test_unknown_name_and_offline_hub_id(monkeypatch, tmp_path):
     monkeypatch.setenv("PROMPT_EXPANDER_MODELS", str(tmp_path / "models"))
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     with pytest.raises(ModelLoadError, match="no model folder"):
-        loading.load_expander("not-a-folder")
+        resident.load_expander("not-a-folder")
     with pytest.raises(ModelLoadError, match="put it at") as e:
-        loading.load_expander("Gustavosta/MagicPrompt-Stable-Diffusion")
+        resident.load_expander("Gustavosta/MagicPrompt-Stable-Diffusion")
     assert str(tmp_path / "models" / "MagicPrompt-Stable-Diffusion") in str(e.value)
 
 
@@ -57,38 +58,38 @@ def test_hf_style_community_folder_loads(tiny_model_dir, tmp_path):
     tok = GPT2TokenizerFast.from_pretrained(str(tiny_model_dir))
     tok.save_pretrained(str(d))
     (d / "positive.txt").write_text("highly detailed\n")  # Fooocus ships extra files beside the model
-    exp = loading.load_expander(str(d))
+    exp = resident.load_expander(str(d))
     r = exp.expand("a castle", seed=1)
     assert r.text.startswith("a castle") and r.model == "community"
 
 
 def test_second_call_is_a_cache_hit_without_disk_reads(tiny_model_dir, monkeypatch):
-    first = loading.load_expander(str(tiny_model_dir))
+    first = resident.load_expander(str(tiny_model_dir))
 
     def boom(*a, **k):
         raise AssertionError("disk read on a warm call")
-    monkeypatch.setattr(loading, "_load_model", boom)
-    monkeypatch.setattr(loading, "_load_tokenizer", boom)
-    assert loading.load_expander(str(tiny_model_dir)) is first
+    monkeypatch.setattr(resident, "load_model", boom)
+    monkeypatch.setattr(resident, "load_tokenizer", boom)
+    assert resident.load_expander(str(tiny_model_dir)) is first
     assert first.expand("a cat", seed=1).text == first.expand("a cat", seed=1).text
 
 
 def test_changed_files_reload_and_unload_frees(tiny_model_dir, tmp_path):
     d = copy_model(tiny_model_dir, tmp_path / "m")
-    a = loading.load_expander(str(d))
-    assert loading.load_expander(str(d), dtype="fp32") is a
+    a = resident.load_expander(str(d))
+    assert resident.load_expander(str(d), dtype="fp32") is a
     (d / "prompt_expander.json").write_text('{"lowercase": true}')
-    b = loading.load_expander(str(d))
+    b = resident.load_expander(str(d))
     assert b is not a
-    assert a not in loading.cached_expanders()
-    assert loading.unload(b) == 1
-    assert b not in loading.cached_expanders()
+    assert a not in resident.cached_expanders()
+    assert resident.unload(b) == 1
+    assert b not in resident.cached_expanders()
 
 
 def test_default_model_missing_message(monkeypatch, tmp_path):
     monkeypatch.setattr(loading, "DEFAULT_MODEL", tmp_path / "nothing")
     with pytest.raises(ModelLoadError, match="train-base"):
-        loading.load_expander(None)
+        resident.load_expander(None)
 
 
 def test_bad_dtype():

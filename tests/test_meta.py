@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from prompt_expander.errors import ExpanderError, ModelLoadError
-from prompt_expander.meta import META_FILE, ModelMeta, copy_tokenizer_files
+from prompt_expander.model.meta import META_FILE, ModelMeta, copy_tokenizer_files
 
 
 @pytest.fixture
@@ -28,7 +28,7 @@ def test_a_path_out_of_the_folder_is_refused(hostile, name):
     folder = hostile(name)
     with pytest.raises(ModelLoadError, match="outside the model folder"):
         ModelMeta.read(folder)
-    from prompt_expander.loading import load_expander
+    from prompt_expander.expansion.resident import load_expander
     with pytest.raises(ExpanderError, match="outside the model folder"):
         load_expander(str(folder))
 
@@ -45,7 +45,7 @@ def test_a_file_in_a_subfolder_is_fine(hostile):
     folder = hostile("lists/negative.txt")
     (folder / "lists").mkdir()
     (folder / "lists" / "negative.txt").write_text("blurry\nlowres\n")
-    from prompt_expander.loading import load_expander
+    from prompt_expander.expansion.resident import load_expander
     r = load_expander(str(folder)).expand("a cat", seed=1, negative=True)
     assert set(r.added.split(", ")) <= {"blurry", "lowres"}
 

@@ -5,8 +5,8 @@ import json
 import pytest
 
 from prompt_expander.errors import DataError
-from prompt_expander.prepare import PromptFilter, dedup_key, prepare, split_of
-from prompt_expander.sources import iter_prompts
+from prompt_expander.data.prepare import PromptFilter, dedup_key, prepare, split_of
+from prompt_expander.data.sources import iter_prompts
 
 
 @pytest.mark.parametrize("raw,rule", [

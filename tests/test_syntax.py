@@ -3,7 +3,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from prompt_expander.syntax import (SYNTAX_CHARS, content_words, join_expansion, plain_words, sanitize_added,
+from prompt_expander.expansion.syntax import (SYNTAX_CHARS, content_words, join_expansion, plain_words, sanitize_added,
                                     strip_trailing)
 
 CASES = {

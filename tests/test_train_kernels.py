@@ -3,7 +3,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from prompt_expander.train_kernels import training_kernels
+from prompt_expander.train.kernels import training_kernels
 
 
 def tiny_model():

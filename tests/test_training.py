@@ -53,7 +53,7 @@ def test_train_base_lowers_loss_and_saves_a_loadable_model(base_model):
     for f in base_model.iterdir():  # saved files are readable like any other, not 0600 temp files
         if f.is_file():
             assert f.stat().st_mode & 0o777 == 0o666 & ~umask, f.name
-    from prompt_expander.loading import load_expander
+    from prompt_expander.expansion.resident import load_expander
     r = load_expander(str(base_model)).expand("portrait of a woman", seed=1)
     assert r.text.startswith("portrait of a woman, ")
 
@@ -102,7 +102,7 @@ def test_train_lora_lowers_loss_round_trips_and_merges(base_model, data_dir, tmp
     assert (out / "adapter_config.json").exists() and (out / "adapter_model.safetensors").exists()
     assert "base + this adapter" in (out / "README.md").read_text()
 
-    from prompt_expander.loading import load_expander
+    from prompt_expander.expansion.resident import load_expander
     exp = load_expander(str(base_model))
     one = exp.expand("a castle", seed=4, styles=[str(out)])
     exp.model_for_style(())
@@ -129,7 +129,7 @@ def test_freeze_last_k_trains_only_the_last_block(base_model, data_dir, tmp_path
 
 DIE_AT_STEP = """
 import os, sys
-from prompt_expander import dataset
+from prompt_expander.train import dataset
 die_at = int(os.environ["DIE_AT_STEP"])
 real = dataset.PackedBatches.batch
 def batch(self, step, *a, **kw):
@@ -145,7 +145,7 @@ sys.exit(main(sys.argv[1:]))
 def test_many_epochs_and_a_kill_across_an_epoch_boundary_resume_bit_identically(data_dir, tmp_path):
     from safetensors.torch import load_file
 
-    from prompt_expander.dataset import PackedBatches, TokenizedPrompts
+    from prompt_expander.train.dataset import PackedBatches, TokenizedPrompts
     small = tmp_path / "data"
     small.mkdir()
     (small / "train.txt").write_text("\n".join((data_dir / "train.txt").read_text().splitlines()[:150]) + "\n")

@@ -72,7 +72,7 @@ def test_batch_input_is_streamed_long_lines_cut_and_bad_lines_reported(tiny_mode
 
 
 def test_a_huge_line_costs_bounded_memory(tmp_path):
-    from prompt_expander.expand_cli import iter_prompt_lines
+    from prompt_expander.expansion.cli import iter_prompt_lines
     src = tmp_path / "sparse.txt"
     with open(src, "wb") as f:  # 200 MB of one line, most of it a hole in the file
         f.write(b"x" * 10)

@@ -19,7 +19,7 @@ def corpus(n: int = 1500, seed: int = 0) -> list[str]:
 
 
 def make_tokenizer_files(folder: Path, lines, vocab_size: int = 400, n_positions: int = 64):
-    from prompt_expander.tokenizer_train import save_gpt2_tokenizer, train_bpe
+    from prompt_expander.train.tokenizer import save_gpt2_tokenizer, train_bpe
 
     tok = train_bpe(lines, vocab_size)
     save_gpt2_tokenizer(tok, folder, n_positions)
@@ -33,7 +33,7 @@ def make_model_dir(folder: Path, seed: int = 0, n_layer: int = 2, n_embd: int = 
     from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
 
     from prompt_expander.fileio import write_json_atomic
-    from prompt_expander.meta import META_FILE, ModelMeta
+    from prompt_expander.model.meta import META_FILE, ModelMeta
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -67,7 +67,7 @@ def make_lora_dir(base_dir: Path, out: Path, seed: int, r: int = 4, targets=("c_
     from peft import LoraConfig, get_peft_model
     from transformers import GPT2LMHeadModel
 
-    from prompt_expander.adapters import ADAPTER_META, base_fingerprint
+    from prompt_expander.model.adapters import ADAPTER_META, base_fingerprint
     from prompt_expander.fileio import write_json_atomic
 
     base = GPT2LMHeadModel.from_pretrained(str(base_dir))

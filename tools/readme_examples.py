@@ -33,7 +33,7 @@ def main(argv=None) -> int:
     ap.add_argument("--readme", default=str(ROOT / "README.md"))
     ap.add_argument("--check", action="store_true", help="only say whether the tables are current")
     args = ap.parse_args(argv)
-    from prompt_expander.loading import load_expander
+    from prompt_expander.expansion.resident import load_expander
 
     exp = load_expander(None)
     readme = Path(args.readme)

@@ -5,12 +5,12 @@ import argparse
 import itertools
 import time
 
-from .budget import approx_clip_tokens
-from .errors import DataError
-from .fileio import iter_lines, write_json_atomic, write_text_atomic
+from ..expansion.budget import approx_clip_tokens
+from ..errors import DataError
+from ..fileio import iter_lines, write_json_atomic, write_text_atomic
 from .metrics import distinct_n, jaccard, percentile, words
-from .syntax import strip_trailing
-from .wordlists import nsfw_matcher
+from ..expansion.syntax import strip_trailing
+from ..wordlists import nsfw_matcher
 
 
 def _cos_pairs(embedder, a: list[str], b: list[str]) -> list[float]:
@@ -146,7 +146,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args) -> int:
     from .embeddings import load_embedder
-    from .loading import load_expander
+    from ..expansion.resident import load_expander
 
     inputs = list(itertools.islice(iter_lines(args.inputs, strict=True), args.limit))
     if not inputs:

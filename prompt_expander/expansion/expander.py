@@ -12,17 +12,17 @@ from typing import Callable, Iterable
 import torch
 
 from . import syntax
-from .adapters import adapter_signature, base_fingerprint, load_adapter_deltas
+from ..model.adapters import adapter_signature, base_fingerprint, load_adapter_deltas
 from .budget import approx_clip_tokens, clip_budget
 from .decoding import FastGPT2, decode_fast, decode_reference, weights_changed
-from .errors import AdapterError, InputError, NegativeNotSupportedError
-from .limits import MAX_ADAPTER_WEIGHT, MAX_VARIATIONS, check_text
-from .meta import ModelMeta, file_inside
-from .paths import BUNDLED_LORAS
+from ..errors import AdapterError, InputError, NegativeNotSupportedError
+from ..limits import MAX_ADAPTER_WEIGHT, MAX_VARIATIONS, check_text
+from ..model.meta import ModelMeta, file_inside
+from ..paths import BUNDLED_LORAS
 from .sampling import RowDecoder, normalise_seed
-from .splits import tidy_splits
+from ..splits import tidy_splits
 from .vocab import BanTable, VocabInfo
-from .wordlists import WordMatcher, nsfw_words, parse_words, read_words
+from ..wordlists import WordMatcher, nsfw_words, parse_words, read_words
 
 SEPARATOR = ", "
 MAX_CONTRAST = 2.0  # past this the contrast outweighs the model's own likelihood

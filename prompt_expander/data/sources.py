@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
-from .errors import DataError
-from .fileio import iter_lines, open_text
+from ..errors import DataError
+from ..fileio import iter_lines, open_text
 
 DEFAULT_COLUMNS = ("prompt", "Prompt", "text", "caption", "positive_prompt")
 

@@ -5,9 +5,9 @@ import argparse
 import time
 from pathlib import Path
 
-from .fileio import iter_lines, write_json_atomic, write_text_atomic
-from .meta import META_FILE, ModelMeta
-from .training import CHECKPOINT_DIR, add_loop_arguments, loop_config, run_training, save_pretrained_atomic
+from ..fileio import iter_lines, write_json_atomic, write_text_atomic
+from ..model.meta import META_FILE, ModelMeta
+from .loop import CHECKPOINT_DIR, add_loop_arguments, loop_config, run_training, save_pretrained_atomic
 
 NEGATIVE_VOCAB = "negative_vocab.txt"
 
@@ -45,9 +45,9 @@ def load_or_train_tokenizer(out: Path, train_file: Path, vocab_size: int, lowerc
     from transformers import GPT2TokenizerFast
 
     from .dataset import file_digest
-    from .errors import DataError
-    from .fileio import read_json
-    from .tokenizer_train import save_gpt2_tokenizer, train_bpe
+    from ..errors import DataError
+    from ..fileio import read_json
+    from .tokenizer import save_gpt2_tokenizer, train_bpe
 
     source = {"train_sha256": file_digest(train_file), "vocab_size": vocab_size, "lowercase": lowercase}
     record = out / "cache" / TOKENIZER_SOURCE
@@ -81,7 +81,7 @@ def build_model(args, tokenizer):
 
 def main(args) -> int:
     from .dataset import PackedBatches, tokenize_file
-    from .evaluate import evaluate_lines
+    from ..evaluation.evaluate import evaluate_lines
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

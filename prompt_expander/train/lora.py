@@ -6,10 +6,10 @@ import re
 import time
 from pathlib import Path
 
-from .adapters import ADAPTER_META, base_fingerprint, write_portable_config
-from .fileio import atomic_path, iter_lines, write_json_atomic, write_text_atomic
-from .meta import ModelMeta, copy_tokenizer_files
-from .training import add_loop_arguments, loop_config, run_training, save_pretrained_atomic
+from ..model.adapters import ADAPTER_META, base_fingerprint, write_portable_config
+from ..fileio import atomic_path, iter_lines, write_json_atomic, write_text_atomic
+from ..model.meta import ModelMeta, copy_tokenizer_files
+from .loop import add_loop_arguments, loop_config, run_training, save_pretrained_atomic
 
 GPT2_TARGETS = "c_attn,c_proj,c_fc"
 
@@ -59,19 +59,19 @@ def _style_files(args, out: Path) -> tuple[Path, Path | None]:
 
 
 def load_base(base):
-    from .loading import _check_weights, _load_model, _load_tokenizer, resolve_model_folder
+    from ..model.loading import check_weights, load_model, load_tokenizer, resolve_model_folder
 
     folder, model_id = resolve_model_folder(base)
-    _check_weights(folder)
+    check_weights(folder)
     import torch
-    model = _load_model(folder, torch.device("cpu"), torch.float32)
+    model = load_model(folder, torch.device("cpu"), torch.float32)
     model.requires_grad_(True)
-    return folder, model_id, model, _load_tokenizer(folder)
+    return folder, model_id, model, load_tokenizer(folder)
 
 
 def main(args) -> int:
     from .dataset import PackedBatches, tokenize_file
-    from .evaluate import evaluate_lines
+    from ..evaluation.evaluate import evaluate_lines
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 from typing import Iterable
 
-from .fileio import atomic_path, write_json_atomic
+from ..fileio import atomic_path, write_json_atomic
 
 EOS = "<|endoftext|>"
 BOS = "<|startoftext|>"

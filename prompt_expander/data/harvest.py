@@ -5,7 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .fileio import atomic_path
+from ..fileio import atomic_path
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
 EXIF_IFD = 0x8769

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from .errors import DataError
-from .fileio import iter_lines, write_json_atomic, write_text_atomic
+from ..errors import DataError
+from ..fileio import iter_lines, write_json_atomic, write_text_atomic
 
 
 def encode_for_scoring(tok, text: str, lowercase: bool, max_len: int):
@@ -104,7 +104,7 @@ def evaluate_path(model_path, prompts, loras=(), batch_size=64, limit=0, device=
         result = lstm.evaluate_lines(lines, batch_size=batch_size, progress=progress)
         result["model"] = result["system"] = str(model_path)
         return result
-    from .loading import load_expander
+    from ..expansion.resident import load_expander
 
     exp = load_expander(model_path, device=device, dtype="fp32")
     model = exp.model_for_style(exp.parse_styles(loras))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import AdapterError
+from ..errors import AdapterError
 
 ADAPTER_META = "prompt_expander_adapter.json"
 # The LoraConfig fields of peft 0.13.2, the newest peft that imports under A1111's transformers 4.30.2.
@@ -34,7 +34,7 @@ def portable_config(raw: dict, known: set) -> dict:
 
 def write_portable_config(folder) -> None:
     """Rewrite adapter_config.json so that peft 0.13.2 (A1111, Forge) loads an adapter saved by a newer peft."""
-    from .fileio import write_json_atomic
+    from ..fileio import write_json_atomic
     path = Path(folder) / "adapter_config.json"
     raw = json.loads(path.read_text(encoding="utf-8"))
     write_json_atomic(path, portable_config(raw, set(PORTABLE_LORA_KEYS)))

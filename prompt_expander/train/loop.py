@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from .fileio import atomic_dir, plain_file_mode, write_json_atomic
-from .train_kernels import training_kernels
+from ..fileio import atomic_dir, plain_file_mode, write_json_atomic
+from .kernels import training_kernels
 
 CHECKPOINT_DIR = "checkpoint"
 
@@ -122,7 +122,7 @@ def weights_only_loads():
 
 
 def load_state_safely(accelerator, ckpt: Path) -> None:
-    from .errors import DataError
+    from ..errors import DataError
     try:
         with weights_only_loads():
             accelerator.load_state(str(ckpt))

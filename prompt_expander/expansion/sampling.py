@@ -20,19 +20,19 @@ def normalise_seed(seed) -> int:
         seed = int(seed)
     if isinstance(seed, float):
         if not math.isfinite(seed) or seed != int(seed):
-            from .errors import InputError
+            from ..errors import InputError
             raise InputError(f"seed must be a whole number, got {seed!r}")
         seed = int(seed)
     if isinstance(seed, str):
         try:
             seed = int(seed.strip())
         except ValueError:
-            from .errors import InputError
+            from ..errors import InputError
             raise InputError(f"seed must be a whole number, got {seed!r}") from None
     try:
         seed = operator.index(seed)  # int, numpy integers and the like
     except TypeError:
-        from .errors import InputError
+        from ..errors import InputError
         raise InputError(f"seed must be a whole number, got {seed!r}") from None
     return seed % SEED_SPACE
 

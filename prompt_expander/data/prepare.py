@@ -9,10 +9,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .fileio import atomic_path, write_json_atomic
+from ..fileio import atomic_path, write_json_atomic
 from .sources import expand_inputs, iter_prompts
-from .splits import HyphenCompounds, looks_split, mend_split_text
-from .wordlists import WordMatcher, nsfw_words, read_words
+from ..splits import HyphenCompounds, looks_split, mend_split_text
+from ..wordlists import WordMatcher, nsfw_words, read_words
 
 _WS = re.compile(r"\s+")
 _URL = re.compile(r"https?://|www\.|\.com\b|discord\.gg", re.IGNORECASE)

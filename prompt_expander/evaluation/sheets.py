@@ -10,8 +10,8 @@ import json
 import random
 from pathlib import Path
 
-from .errors import DataError
-from .fileio import iter_lines, write_json_atomic, write_text_atomic
+from ..errors import DataError
+from ..fileio import iter_lines, write_json_atomic, write_text_atomic
 from .metrics import mean_std, weighted_kappa
 
 QUESTIONS = ("quality", "faithfulness")
@@ -35,7 +35,7 @@ def parse_system(spec: str) -> dict:
 def system_outputs(system: dict, inputs: list[str], seed: int) -> list[str]:
     if system.get("none"):
         return list(inputs)
-    from .loading import load_expander
+    from ..expansion.resident import load_expander
     exp = load_expander(system.get("model"), system.get("device", "cpu"))
     styles = [system["lora"]] if system.get("lora") else []
     kw = {k: float(system[k]) for k in ("temperature", "top_p") if k in system}

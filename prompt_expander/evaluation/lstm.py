@@ -13,11 +13,11 @@ from types import SimpleNamespace
 
 from torch import nn
 
-from .errors import DataError
+from ..errors import DataError
 from .evaluate import encode_for_scoring, score_lines
-from .fileio import iter_lines, write_json_atomic
-from .prepare import dedup_key
-from .training import add_loop_arguments, loop_config, run_training
+from ..fileio import iter_lines, write_json_atomic
+from ..data.prepare import dedup_key
+from ..train.loop import add_loop_arguments, loop_config, run_training
 
 CONFIG_FILE = "lstm_config.json"
 WORD_SPECIALS = ["<eos>", "<bos>", "<pad>", "<unk>"]
@@ -131,7 +131,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args) -> int:
-    from .dataset import PackedBatches, TokenizedPrompts, tokenize_file
+    from ..train.dataset import PackedBatches, TokenizedPrompts, tokenize_file
 
     data, out = Path(args.data), Path(args.out)
     train_file, val_file = data / "train.txt", data / "val.txt"
@@ -141,7 +141,7 @@ def main(args) -> int:
     if args.max_train_prompts:
         subset = out / "train.subset.txt"
         if not subset.exists():
-            from .fileio import atomic_path
+            from ..fileio import atomic_path
             with atomic_path(subset) as tmp, open(tmp, "w", encoding="utf-8") as f:
                 for line in itertools.islice(iter_lines(train_file), args.max_train_prompts):
                     f.write(line + "\n")
@@ -154,10 +154,10 @@ def main(args) -> int:
     cfg = {"variant": args.variant, "tokenizer": args.variant, "emb": args.emb, "hidden": args.hidden,
            "layers": args.layers, "dropout": args.dropout, "max_len": args.max_len, "leakage": leaks}
     if args.variant == "bpe":
-        from .loading import _load_tokenizer, resolve_model_folder
-        from .meta import ModelMeta, copy_tokenizer_files
+        from ..model.loading import load_tokenizer, resolve_model_folder
+        from ..model.meta import ModelMeta, copy_tokenizer_files
         folder, _ = resolve_model_folder(args.tokenizer)
-        tok = _load_tokenizer(folder)
+        tok = load_tokenizer(folder)
         lowercase = ModelMeta.read(folder).lowercase
         copy_tokenizer_files(folder, out, with_meta=False)
         bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
@@ -184,7 +184,7 @@ def main(args) -> int:
     def save_final(model, state):
         from safetensors.torch import save_file
 
-        from .fileio import atomic_path
+        from ..fileio import atomic_path
         with atomic_path(out / "model.safetensors") as tmp:
             save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
         cfg["history"] = state["history"]

@@ -1,27 +1,20 @@
-"""Loading GPT-2-family models from safetensors folders or the hub, and the process-wide resident cache."""
+"""Loading GPT-2-family models and their tokenizers from safetensors folders or the hub."""
 from __future__ import annotations
 
-import gc
 import os
 import re
-import threading
-import weakref
 from pathlib import Path
 
 import torch
 
-from .errors import ModelLoadError, UnsafeWeightsError
-from .paths import DEFAULT_MODEL, user_models_dir
+from ..errors import ModelLoadError, UnsafeWeightsError
+from ..paths import DEFAULT_MODEL, user_models_dir
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer_config.json")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
           "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
-
-_cache: dict[tuple, "object"] = {}
-_weak_cache: "weakref.WeakValueDictionary[tuple, object]" = weakref.WeakValueDictionary()
-_lock = threading.RLock()
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -60,7 +53,7 @@ def resolve_dtype(dtype, device: torch.device) -> torch.dtype:
     return DTYPES[dtype]
 
 
-def _check_weights(folder: Path) -> None:
+def check_weights(folder: Path) -> None:
     files = [p.name for p in folder.iterdir() if p.is_file()]
     if any(f.endswith(".safetensors") for f in files):
         return
@@ -126,7 +119,7 @@ def folder_signature(folder: Path) -> tuple:
         raise ModelLoadError(f"cannot read {folder}: {e}") from None
 
 
-def _load_tokenizer(folder: Path):
+def load_tokenizer(folder: Path):
     from transformers import AutoTokenizer, GPT2TokenizerFast
 
     if not any((folder / f).is_file() for f in TOKENIZER_FILES):
@@ -143,7 +136,7 @@ def _load_tokenizer(folder: Path):
     return tok
 
 
-def _load_model(folder: Path, device: torch.device, dtype: torch.dtype):
+def load_model(folder: Path, device: torch.device, dtype: torch.dtype):
     import transformers
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -162,55 +155,3 @@ def _load_model(folder: Path, device: torch.device, dtype: torch.dtype):
     model.eval()
     model.requires_grad_(False)
     return model
-
-
-def load_expander(name_or_path=None, device="cpu", dtype="auto", resident: bool = True):
-    """The resident Expander for a model; a second call with the same files, device and dtype is a dict lookup.
-
-    resident=False lets a host own the model: it is found again while the host holds a reference and is
-    freed when the host drops it (ComfyUI's node cache).
-    """
-    from .expander import Expander
-
-    folder, model_id = resolve_model_folder(name_or_path)
-    dev = resolve_device(device)
-    dt = resolve_dtype(dtype, dev)
-    key = (str(folder), folder_signature(folder), str(dev), str(dt))
-    with _lock:
-        hit = _cache.get(key) or _weak_cache.get(key)
-        if hit is not None:
-            if resident:
-                _cache[key] = hit
-            return hit
-        for table in (_cache, _weak_cache):  # the files changed on disk: drop the old copy first
-            for k in [k for k in list(table.keys()) if k[0] == key[0] and k[2:] == key[2:]]:
-                del table[k]
-        if not folder.is_dir():
-            raise ModelLoadError(f"{folder} is not a folder")
-        _check_weights(folder)
-        tokenizer = _load_tokenizer(folder)
-        model = _load_model(folder, dev, dt)
-        exp = Expander(model, tokenizer, folder, model_id)
-        _weak_cache[key] = exp
-        if resident:
-            _cache[key] = exp
-        return exp
-
-
-def cached_expanders() -> list:
-    with _lock:
-        return list({id(v): v for v in [*_cache.values(), *_weak_cache.values()]}.values())
-
-
-def unload(expander=None) -> int:
-    """Drop one resident model (or all of them); returns how many were freed."""
-    with _lock:
-        keys = [k for k, v in _cache.items() if expander is None or v is expander]
-        for k in keys:
-            del _cache[k]
-        for k in [k for k, v in _weak_cache.items() if expander is None or v is expander]:
-            del _weak_cache[k]
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    return len(keys)

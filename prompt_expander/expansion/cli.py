@@ -6,9 +6,9 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import InputError
-from .fileio import atomic_path
-from .limits import MAX_TEXT_CHARS, MAX_VARIATIONS, check_text
+from ..errors import InputError
+from ..fileio import atomic_path
+from ..limits import MAX_TEXT_CHARS, MAX_VARIATIONS, check_text
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -109,7 +109,7 @@ def iter_prompt_lines(path: Path, max_chars: int = MAX_TEXT_CHARS):
 def main(args) -> int:
     from tqdm import tqdm
 
-    from .loading import load_expander
+    from .resident import load_expander
 
     if args.input and args.text:
         raise InputError("give either TEXT or --input FILE, not both")

@@ -5,8 +5,8 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ExpanderError
-from .paths import BUNDLED_LORAS, DEFAULT_MODEL, find_named_folder, list_adapter_folders, list_model_folders
+from ..errors import ExpanderError
+from ..paths import BUNDLED_LORAS, DEFAULT_MODEL, find_named_folder, list_adapter_folders, list_model_folders
 
 KEY = "Prompt Expander"  # infotext key holding the model; its presence re-enables the script on paste
 KEY_LORA = "Prompt Expander LoRA"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .fileio import atomic_path, iter_lines
+from ..fileio import atomic_path, iter_lines
 
 
 class TokenizedPrompts:
@@ -145,7 +145,7 @@ class PackedBatches:
     def __init__(self, data: TokenizedPrompts, row_len: int, batch_size: int, seed: int, pad_id: int,
                  bos_id: int, shuffle: bool = True):
         if len(data) == 0:
-            from .errors import DataError
+            from ..errors import DataError
             raise DataError("no prompts to train on: the tokenised corpus is empty")
         self.data, self.row_len, self.batch_size = data, row_len, batch_size
         self.seed, self.pad_id, self.bos_id, self.shuffle = seed, pad_id, bos_id, shuffle
