@@ -70,3 +70,23 @@ def test_expansion_keeps_text_verbatim_and_adds_no_syntax(expander, text, seed):
     assert r.text == join_expansion(text, r.added)
     assert not set(r.added) & SYNTAX_CHARS
     assert "BREAK" not in r.added.split() and "AND" not in r.added.split()
+
+
+def test_the_users_text_is_parsed_once_per_expansion(expander, monkeypatch):
+    from prompt_expander.expansion import syntax
+    calls = []
+    real = syntax.plain_words
+    monkeypatch.setattr(syntax, "plain_words", lambda t: calls.append(t) or real(t))
+    expander.expand_many("(a castle:1.2) on a hill, [oil|ink] painting", 3, seed=1)
+    assert calls == ["(a castle:1.2) on a hill, [oil|ink] painting"]
+    calls.clear()
+    expander.expand("a castle BREAK a moat", seed=1)  # the chunk after BREAK is what the budget counts
+    assert calls == ["a castle BREAK a moat", " a moat"]
+
+
+def test_parsed_prompt_carries_what_the_expansion_needs():
+    from prompt_expander.expansion.syntax import parse_prompt
+    p = parse_prompt("(Red Fox:1.3), snowy forest <lora:x:1> BREAK dusk")
+    assert p.plain == "Red Fox, snowy forest, dusk" and p.last_chunk_plain == "dusk"
+    assert p.content_words == ("red", "fox", "snowy", "forest", "dusk")
+    assert p.segments == {"red fox", "snowy forest", "dusk"}

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 from torch import nn
 
 from ..errors import DataError
-from .evaluate import encode_for_scoring, score_lines
+from .scoring import encode_for_scoring, score_lines
 from ..fileio import iter_lines, write_json_atomic
 from ..data.prepare import dedup_key
 from ..train.loop import add_loop_arguments, loop_config, run_training
@@ -87,7 +87,7 @@ class LoadedLSTM:
             self.tokenizer, self.vocab = GPT2TokenizerFast.from_pretrained(str(folder)), None
 
     def encode(self, text: str):
-        """(ids, bytes, extra nats) exactly as training saw the prompt; see evaluate.score_lines."""
+        """(ids, bytes, extra nats) exactly as training saw the prompt; see scoring.score_lines."""
         max_len = self.cfg["max_len"]
         if self.vocab is None:
             ids, nbytes = encode_for_scoring(self.tokenizer, text, self.cfg["lowercase"], max_len)

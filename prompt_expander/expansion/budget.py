@@ -5,7 +5,7 @@ import math
 import re
 from typing import Callable
 
-from .syntax import last_chunk_text, plain_words
+from .syntax import ParsedPrompt, parse_prompt
 
 CHUNK = 75
 MIN_ROOM = 20  # below this much room left in a chunk, the expansion starts a new chunk instead
@@ -47,7 +47,7 @@ def count_adds_up_at(byte: int) -> bool:
     return byte < 0x80 and not chr(byte).isalnum() and byte != ord("'")
 
 
-def clip_budget(user_text: str, requested: int | None = None, count: TokenCounter | None = None) -> int:
+def clip_budget(user_text: str | ParsedPrompt, requested: int | None = None, count: TokenCounter | None = None) -> int:
     """CLIP tokens the expansion (its ", " separator included) may use.
 
     `requested` > 0 is taken as is. Otherwise: fill to the end of the current 75-token chunk, or
@@ -57,7 +57,8 @@ def clip_budget(user_text: str, requested: int | None = None, count: TokenCounte
     if requested is not None and requested > 0:
         return int(requested)
     count = count or approx_clip_tokens
-    used = count(plain_words(last_chunk_text(user_text)))
+    prompt = user_text if isinstance(user_text, ParsedPrompt) else parse_prompt(user_text)
+    used = count(prompt.last_chunk_plain)
     room = CHUNK - used % CHUNK if used % CHUNK or used == 0 else 0
     if room < MIN_ROOM:
         room += CHUNK

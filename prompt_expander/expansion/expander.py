@@ -278,14 +278,15 @@ class Expander:
         base_seed = normalise_seed(seed)
         seeds = [normalise_seed(base_seed + i) for i in range(n)]
         count_fn = approx_clip_tokens if count in (None, approx_clip_tokens) else checked_counter(count)
-        budget = clip_budget(text, settings.budget, count_fn)
+        prompt = syntax.parse_prompt(text)  # once: the budget, the decode and the tidy-up all read it
+        budget = clip_budget(prompt, settings.budget, count_fn)
         with self._lock:
             style = self.parse_styles(styles)
             self._set_style(style)
             if settings.negative:
                 added = [self._negative(text, s, budget, count_fn) for s in seeds]
             else:
-                added = self._decode(text, seeds, settings, budget, count_fn, should_stop, on_progress)
+                added = self._decode(prompt, seeds, settings, budget, count_fn, should_stop, on_progress)
         results = []
         for s, add in zip(seeds, added):
             results.append(ExpansionResult(
@@ -294,9 +295,9 @@ class Expander:
                 adapters=[list(x) for x in style], settings=settings.public()))
         return results
 
-    def _decode(self, text, seeds, settings, budget, count_fn, should_stop, on_progress) -> list[str]:
-        plain = syntax.plain_words(text)
-        user_words = tuple(syntax.content_words(text))
+    def _decode(self, prompt: syntax.ParsedPrompt, seeds, settings, budget, count_fn, should_stop,
+                on_progress) -> list[str]:
+        plain, user_words = prompt.plain, prompt.content_words
         max_new = min(budget * 2 + 8, self.n_positions // 2)
         rows = RowDecoder(self.vocab, self._bans(settings, user_words), seeds,
                           temperature=float(settings.temperature), top_k=settings.top_k, top_p=float(settings.top_p),
@@ -317,13 +318,13 @@ class Expander:
         else:
             decode_reference(self.model, context, rows, stop, unconditional)
         blocked = WordMatcher([*settings.blocklist, *(nsfw_words() if settings.safe_mode else ()), *user_words])
-        return [self.finish(rows.row_text(r), budget, count_fn, blocked, text) for r in range(rows.n)]
+        return [self.finish(rows.row_text(r), budget, count_fn, blocked, prompt) for r in range(rows.n)]
 
     @staticmethod
-    def finish(added: str, budget: int, count_fn, blocked: WordMatcher, user_text: str) -> str:
+    def finish(added: str, budget: int, count_fn, blocked: WordMatcher, prompt: syntax.ParsedPrompt) -> str:
         """Clean the decoded addition: no syntax, no repeated or blocked modifier, no dangling ending."""
         added = tidy_splits(syntax.sanitize_added(added))
-        seen = {s.strip().lower() for s in syntax.plain_words(user_text).split(",")}
+        seen = set(prompt.segments)
         segments = []
         for seg in added.split(","):
             seg = " ".join(seg.split())

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 # Words that never end a prompt; after a cut, as the next word, they show the words before were a whole phrase.
 DANGLING = frozenset("a an the and or of by with in on at to for from as into onto over under like featuring feat "
@@ -114,13 +115,38 @@ _WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?")
 
 def content_words(text: str) -> list[str]:
     """Lower-cased words of the user's prompt worth not repeating (no stop words, no numbers)."""
+    return _content_words_of(plain_words(text))
+
+
+def _content_words_of(plain: str) -> list[str]:
     words = []
-    for w in _WORD.findall(plain_words(text).lower()):
+    for w in _WORD.findall(plain.lower()):
         if len(w) >= 3 and w not in _STOPWORDS and not w.isdigit():
             words.append(w)
     return list(dict.fromkeys(words))
 
 
+_BREAK = re.compile(r"\bBREAK\b")
+
+
 def last_chunk_text(text: str) -> str:
     """The part of a prompt after its last BREAK, i.e. the CLIP chunk an expansion lands in."""
-    return re.split(r"\bBREAK\b", text)[-1]
+    return _BREAK.split(text)[-1]
+
+
+@dataclass(frozen=True)
+class ParsedPrompt:
+    """The user's prompt, parsed once, with what every step of an expansion needs of it."""
+    text: str  # verbatim: it is never rewritten
+    plain: str  # plain_words(text): the model's context
+    content_words: tuple[str, ...]  # words the addition must not repeat
+    segments: frozenset[str]  # its lower-cased comma segments: modifiers the addition must not repeat
+    last_chunk_plain: str  # the plain words after the last BREAK: what the CLIP budget counts
+
+
+def parse_prompt(text: str) -> ParsedPrompt:
+    plain = plain_words(text)
+    # Without a BREAK the last chunk is the whole prompt: its plain words are already known.
+    last = plain_words(last_chunk_text(text)) if _BREAK.search(text) else plain
+    return ParsedPrompt(text=text, plain=plain, content_words=tuple(_content_words_of(plain)),
+                        segments=frozenset(seg.strip().lower() for seg in plain.split(",")), last_chunk_plain=last)

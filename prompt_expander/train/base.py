@@ -81,7 +81,7 @@ def build_model(args, tokenizer):
 
 def main(args) -> int:
     from .dataset import PackedBatches, tokenize_file
-    from ..evaluation.evaluate import evaluate_lines
+    from ..evaluation.scoring import evaluate_lines
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
