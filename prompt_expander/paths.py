@@ -5,7 +5,9 @@ import os
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-BUNDLED_MODELS = REPO_ROOT / "models"
+# In a checkout (and so in ComfyUI and A1111) the models sit beside the package; `pip install` puts them inside it.
+_INSTALLED_MODELS = Path(__file__).resolve().parent / "bundled_models"
+BUNDLED_MODELS = _INSTALLED_MODELS if _INSTALLED_MODELS.is_dir() else REPO_ROOT / "models"
 DEFAULT_MODEL = BUNDLED_MODELS / "default"
 BUNDLED_LORAS = BUNDLED_MODELS / "loras"
 

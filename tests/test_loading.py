@@ -95,3 +95,17 @@ def test_default_model_missing_message(monkeypatch, tmp_path):
 def test_bad_dtype():
     with pytest.raises(ModelLoadError, match="dtype"):
         loading.resolve_dtype("fp8", loading.resolve_device("cpu"))
+
+
+def test_loading_is_quiet_and_puts_the_hosts_logging_back(tiny_model_dir, lora_dirs, capfd):
+    from transformers.utils import logging as hf_logging
+    hf_logging.enable_progress_bar()
+    hf_logging.set_verbosity_info()
+    try:
+        exp = resident.load_expander(str(tiny_model_dir), resident=False)
+        exp.expand("a castle", seed=1, styles=[str(lora_dirs["photo"])])
+        err = capfd.readouterr().err
+        assert "Loading weights" not in err and "Warning" not in err, err
+        assert hf_logging.is_progress_bar_enabled() and hf_logging.get_verbosity() == hf_logging.INFO
+    finally:
+        hf_logging.set_verbosity_warning()

@@ -252,7 +252,7 @@ class Expander:
     def _context_ids(self, plain: str, max_new: int) -> list[int]:
         text = plain.lower() if self.meta.lowercase else plain
         # The trailing comma asks the model for a new modifier: the expansion never edits the user's last phrase.
-        body = self.tokenizer.encode(text + ",", add_special_tokens=False) if text else []
+        body = self.tokenizer.encode(text + ",", add_special_tokens=False, verbose=False) if text else []
         start = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.vocab.eos_id
         room = max(1, self.n_positions - max_new - 1)
         return [start, *body[-room:]]  # a huge prompt keeps its end: what the expansion follows

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from ..errors import AdapterError
+from .loading import quiet_transformers
 
 ADAPTER_META = "prompt_expander_adapter.json"
 # The LoraConfig fields of peft 0.13.2, the newest peft that imports under A1111's transformers 4.30.2.
@@ -77,6 +78,12 @@ def read_adapter_config(path: Path) -> dict:
 
 
 def load_adapter_deltas(model, path: Path, model_id: str) -> dict[str, torch.Tensor]:
+    """_load_adapter_deltas, with peft's and transformers' bars and developer warnings kept off the console."""
+    with quiet_transformers():
+        return _load_adapter_deltas(model, path, model_id)
+
+
+def _load_adapter_deltas(model, path: Path, model_id: str) -> dict[str, torch.Tensor]:
     """Load a PEFT LoRA adapter onto `model` with peft, read off each layer's weight delta, and unload it.
 
     Returns {parameter name in the base model: delta}, in the base weight's layout and dtype float32.

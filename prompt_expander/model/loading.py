@@ -1,8 +1,10 @@
 """Loading GPT-2-family models and their tokenizers from safetensors folders or the hub."""
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -136,6 +138,26 @@ def load_tokenizer(folder: Path):
     return tok
 
 
+@contextlib.contextmanager
+def quiet_transformers():
+    """transformers' "Loading weights" bar and info logs off while we load, and put back as the host had them:
+    a resident model loads silently, and the host's own loads keep their bars."""
+    from transformers.utils import logging as hf_logging
+
+    bar_was_on = hf_logging.is_progress_bar_enabled()
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # peft's and transformers' notes to developers
+            yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bar_was_on:
+            hf_logging.enable_progress_bar()
+
+
 def load_model(folder: Path, device: torch.device, dtype: torch.dtype):
     import transformers
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -146,8 +168,9 @@ def load_model(folder: Path, device: torch.device, dtype: torch.dtype):
         raise ModelLoadError(f"cannot read {folder / 'config.json'}: {e}") from None
     dtype_kw = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(folder), config=config, use_safetensors=True,
-                                                     trust_remote_code=False, **{dtype_kw: dtype})
+        with quiet_transformers():
+            model = AutoModelForCausalLM.from_pretrained(str(folder), config=config, use_safetensors=True,
+                                                         trust_remote_code=False, **{dtype_kw: dtype})
     except Exception as e:
         raise ModelLoadError(f"cannot load the weights in {folder} (corrupt or incomplete file?): "
                              f"{type(e).__name__}: {str(e)[:300]}") from None
