@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+import textwrap
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -13,6 +15,18 @@ from prompt_expander.fileio import write_text_atomic  # noqa: E402
 DEFAULT_HEADER = "| input | seed | added by the default model |"
 STYLE_HEADER = "| input | seed | style | added |"
 STYLES = ((), ("photo",), ("anime",))
+HEADLINE = re.compile(r'^\$ prompt-expander expand "([^"]+)" --seed (\d+)$')
+HEADLINE_WIDTH = 112
+
+
+def headline_range(lines: list[str]) -> tuple[int, int, str, int]:
+    """(first output line, end, text, seed) of the headline example: a command and its wrapped output."""
+    for i, line in enumerate(lines):
+        m = HEADLINE.match(line)
+        if m:
+            end = lines.index("```", i)
+            return i + 1, end, m.group(1), int(m.group(2))
+    raise SystemExit("README has no headline example ($ prompt-expander expand \"...\" --seed N)")
 
 
 def table_rows(lines: list[str], header: str) -> tuple[int, int]:
@@ -38,6 +52,10 @@ def main(argv=None) -> int:
     exp = load_expander(None)
     readme = Path(args.readme)
     lines = readme.read_text().split("\n")
+
+    start, end, text, seed = headline_range(lines)
+    lines[start:end] = textwrap.wrap(exp.expand(text, seed=seed).text, HEADLINE_WIDTH, break_long_words=False,
+                                     break_on_hyphens=False)
 
     start, end = table_rows(lines, DEFAULT_HEADER)
     new_default = []
