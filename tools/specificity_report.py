@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -36,7 +37,10 @@ def main() -> int:
         val = runs / f"{name}-val.json"
         bpb = json.loads(val.read_text())["bits_per_byte"] if val.is_file() else None
         for f in sorted(runs.glob(f"{name}-*-*.json")):
-            lam, inputs = f.stem[len(name) + 1:].split("-", 1)
+            m = re.fullmatch(r"([\d.]+)-(\w+)", f.stem[len(name) + 1:])
+            if m is None or m.group(2) not in INPUTS:  # another system whose name starts with this one's
+                continue
+            lam, inputs = m.groups()
             r = json.loads(f.read_text())
             if r.get("human_specificity") is not None:  # one run per report computes it (same val split)
                 human = (r["human_specificity"], r.get("human_on_topic_matched"))
