@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..prompt_expander.errors import ExpanderError
-from ..prompt_expander.limits import MAX_VARIATIONS
+from ..prompt_expander.limits import MAX_CONTRAST, MAX_VARIATIONS
 from .comfy_model import (DEFAULT_CHOICE, ExpanderHandle, load_handle, lora_choices, model_choices, resolve_lora,
                           resolve_model)
 
@@ -30,6 +30,9 @@ OPTIONAL_INPUTS = {
     "negative": ("BOOLEAN", {"default": False,
                              "tooltip": "Treat the text as a negative prompt and add negative terms "
                                         "(models without negative behaviour refuse)."}),
+    "contrast": ("FLOAT", {"default": 0.0, "min": 0.0, "max": MAX_CONTRAST, "step": 0.05,
+                           "tooltip": "Concept-contrastive decoding: above 0, words your prompt makes likelier win "
+                                      "over words any prompt would get. About twice the decode time."}),
 }
 HIDDEN = {"unique_id": "UNIQUE_ID", "extra_pnginfo": "EXTRA_PNGINFO", "prompt": "PROMPT"}
 
@@ -40,14 +43,14 @@ def _comfy():
 
 
 def run_expansion(expander: ExpanderHandle, text, seed, creativity, budget, safe_mode, blocklist="", negative=False,
-                  n=1, count=None, progress=None):
+                  n=1, count=None, progress=None, contrast=0.0):
     """Expand n variations (seeds seed..seed+n-1) under ComfyUI's memory manager and interrupt flag."""
     if not isinstance(expander, ExpanderHandle):
         raise ExpanderError("Prompt Expander: connect the output of Load Prompt Expander to 'expander'")
     exp = expander.ready()
     mm = _comfy()
     return exp.expand_many(text, n, seed, styles=expander.styles, temperature=creativity, budget=budget,
-                           safe_mode=safe_mode, blocklist=blocklist, negative=negative, count=count,
+                           safe_mode=safe_mode, blocklist=blocklist, negative=negative, contrast=contrast, count=count,
                            should_stop=mm.throw_exception_if_processing_interrupted, on_progress=progress)
 
 
@@ -141,9 +144,10 @@ class ExpandPrompt:
     def INPUT_TYPES(cls):
         return {"required": dict(EXPAND_INPUTS), "optional": dict(OPTIONAL_INPUTS), "hidden": dict(HIDDEN)}
 
-    def expand(self, expander, text, seed, creativity, budget, safe_mode, blocklist="", negative=False,
+    def expand(self, expander, text, seed, creativity, budget, safe_mode, blocklist="", negative=False, contrast=0.0,
                unique_id=None, extra_pnginfo=None, prompt=None):
-        r = run_expansion(expander, text, seed, creativity, budget, safe_mode, blocklist, negative)[0]
+        r = run_expansion(expander, text, seed, creativity, budget, safe_mode, blocklist, negative,
+                          contrast=contrast)[0]
         record_in_metadata(unique_id, extra_pnginfo, prompt, [r.text])
         return {"ui": {"text": [r.text]}, "result": (r.text, r.added)}
 
@@ -162,11 +166,11 @@ class ExpandPromptEncode:
         return {"required": required, "optional": dict(OPTIONAL_INPUTS), "hidden": dict(HIDDEN)}
 
     def expand_encode(self, expander, text, seed, creativity, budget, safe_mode, clip, blocklist="", negative=False,
-                      unique_id=None, extra_pnginfo=None, prompt=None):
+                      contrast=0.0, unique_id=None, extra_pnginfo=None, prompt=None):
         if clip is None:
             raise ExpanderError("Prompt Expander: the clip input is empty (does the checkpoint contain a CLIP?)")
         r = run_expansion(expander, text, seed, creativity, budget, safe_mode, blocklist, negative,
-                          count=clip_counter(clip))[0]
+                          count=clip_counter(clip), contrast=contrast)[0]
         record_in_metadata(unique_id, extra_pnginfo, prompt, [r.text])
         tokens = clip.tokenize(r.text)
         if hasattr(clip, "encode_from_tokens_scheduled"):
@@ -193,12 +197,12 @@ class ExpandPromptVariations:
         return {"required": required, "optional": dict(OPTIONAL_INPUTS), "hidden": dict(HIDDEN)}
 
     def variations(self, expander, text, seed, creativity, budget, safe_mode, variations, blocklist="",
-                   negative=False, unique_id=None, extra_pnginfo=None, prompt=None):
+                   negative=False, contrast=0.0, unique_id=None, extra_pnginfo=None, prompt=None):
         import comfy.utils
         bar = comfy.utils.ProgressBar(100)
         results = run_expansion(expander, text, seed, creativity, budget, safe_mode, blocklist, negative,
                                 n=variations, progress=lambda step, total: bar.update_absolute(
-                                    min(100, int(100 * step / max(total, 1))), 100))
+                                    min(100, int(100 * step / max(total, 1))), 100), contrast=contrast)
         bar.update_absolute(100, 100)
         texts = [r.text for r in results]
         record_in_metadata(unique_id, extra_pnginfo, prompt, texts)

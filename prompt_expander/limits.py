@@ -4,6 +4,7 @@ from .errors import InputError
 MAX_VARIATIONS = 256  # variations in one call: 10,000 took 7 GB
 MAX_TEXT_CHARS = 100_000  # characters of a prompt: 10M took 2.4 GB; the model reads only its end anyway
 MAX_ADAPTER_WEIGHT = 10.0  # |weight| of one style; past this a LoRA gives noise, not a style
+MAX_CONTRAST = 2.0  # lambda of contrastive decoding; past this the contrast outweighs the model's own likelihood
 
 
 def check_text(text, what: str = "text") -> str:

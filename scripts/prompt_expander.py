@@ -121,6 +121,8 @@ class PromptExpanderScript(scripts.Script):
             with gr.Row():
                 temperature = gr.Slider(0.0, 2.0, value=0.8, step=0.05, label="Creativity (temperature; 0 = greedy)")
                 budget = gr.Slider(0, 225, value=0, step=1, label="CLIP-token budget (0 = fill the current chunk)")
+                contrast = gr.Slider(0.0, 2.0, value=0.0, step=0.05,
+                                     label="Contrast (0 = off; favours words your prompt makes likelier)")
             with gr.Row():
                 seed_mode = gr.Radio([webui.SEED_PER_IMAGE, webui.SEED_FIXED], value=webui.SEED_PER_IMAGE,
                                      label="Expansion seed")
@@ -133,7 +135,7 @@ class PromptExpanderScript(scripts.Script):
         components = dict(enabled=enabled, model=model, lora=lora, lora_strength=lora_strength,
                           temperature=temperature, budget=budget, seed_mode=seed_mode, fixed_seed=fixed_seed,
                           safe_mode=safe_mode, blocklist=blocklist, expand_negative=expand_negative,
-                          apply_hires=apply_hires)
+                          apply_hires=apply_hires, contrast=contrast)
         readers = webui.infotext_keys()
         self.infotext_fields = [(components[name], reader) for name, reader in readers.items()]
         self.paste_field_names = list(webui.PASTE_KEYS)

@@ -59,7 +59,7 @@ def test_script_shape_and_ui(script):
     s = script.PromptExpanderScript()
     assert s.title() == "Prompt Expander" and s.show(False) is modules.scripts.AlwaysVisible
     comps = s.ui(False)
-    assert len(comps) == 12
+    assert len(comps) == 13  # the API args, in Options order; contrast is the newest, last
     assert comps[1].args[0] == ["default", "tiny"] and comps[2].args[0] == ["None", "anime", "photo", "tinystyle"]
     assert {k for _, k in s.infotext_fields if isinstance(k, str)} >= {"Prompt Expander", "Prompt Expander budget"}
     from modules import shared
@@ -229,3 +229,16 @@ def test_a_hires_prompt_equal_to_the_prompt_is_not_expanded_twice(script, monkey
     p = make_p(["a castle", "a robot"], [3, 4], enable_hr=True, hr_prompts=["a castle", "a robot, hires detail"])
     run(script, p)
     assert sorted(calls) == ["a castle", "a robot", "a robot, hires detail"]
+
+
+def test_contrast_reaches_the_core_is_stored_and_pasted_back(script, tiny_model_dir):
+    p = make_p(["a castle"], [3])
+    run(script, p, contrast=0.8)
+    assert p.all_prompts[0] == core_expand(tiny_model_dir, "a castle", 3, contrast=0.8)
+    info = p.infotext(0)
+    assert info["Prompt Expander contrast"] == 0.8
+    assert _paste(script, info)[-1] == 0.8
+    plain = make_p(["a castle"], [3])
+    run(script, plain)
+    assert "Prompt Expander contrast" not in plain.infotext(0)  # off: nothing new in old-style infotexts
+    assert _paste(script, plain.infotext(0))[-1] == 0.0

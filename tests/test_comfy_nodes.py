@@ -243,3 +243,22 @@ def test_entry_imported_as_a_plain_module_registers_nothing():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.NODE_CLASS_MAPPINGS == {} and module.WEB_DIRECTORY == "./web/js"
+
+
+def test_the_contrast_input_reaches_the_core_in_every_expand_node(pack, mm):
+    handle = node(pack, "LoadPromptExpander").load("tiny", "cpu", "fp32")[0]
+    core = [handle.expander.expand("a castle", seed=5 + i, contrast=0.8).text for i in range(2)]
+    assert node(pack, "ExpandPrompt").expand(handle, "a castle", 5, 0.8, 0, True, contrast=0.8)["result"][0] == core[0]
+    out = node(pack, "ExpandPromptVariations").variations(handle, "a castle", 5, 0.8, 0, True, 2, contrast=0.8)
+    assert out["result"][0] == core
+    enc = node(pack, "ExpandPromptEncode").expand_encode(handle, "a castle", 5, 0.8, 0, True, FakeClip(), contrast=0.8)
+    assert enc["result"][1] == handle.expander.expand("a castle", seed=5, contrast=0.8,
+                                                      count=pack_counter(pack)).text
+    spec = pack.NODE_CLASS_MAPPINGS["ExpandPrompt"].INPUT_TYPES()["optional"]["contrast"]
+    assert spec[1]["default"] == 0.0 and spec[1]["max"] == 2.0  # off unless asked: old workflows are unchanged
+
+
+def pack_counter(pack):
+    from importlib import import_module
+    nodes = import_module(pack.__name__ + ".nodes.expand_nodes")
+    return nodes.clip_counter(FakeClip())

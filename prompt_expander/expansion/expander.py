@@ -16,7 +16,7 @@ from ..model.adapters import adapter_signature, base_fingerprint, load_adapter_d
 from .budget import approx_clip_tokens, clip_budget
 from .decoding import FastGPT2, decode_fast, decode_reference, weights_changed
 from ..errors import AdapterError, InputError, NegativeNotSupportedError
-from ..limits import MAX_ADAPTER_WEIGHT, MAX_VARIATIONS, check_text
+from ..limits import MAX_ADAPTER_WEIGHT, MAX_CONTRAST, MAX_VARIATIONS, check_text
 from ..model.meta import ModelMeta, file_inside
 from ..paths import BUNDLED_LORAS
 from .sampling import RowDecoder, normalise_seed
@@ -25,7 +25,6 @@ from .vocab import BanTable, VocabInfo
 from ..wordlists import WordMatcher, nsfw_words, parse_words, read_words
 
 SEPARATOR = ", "
-MAX_CONTRAST = 2.0  # past this the contrast outweighs the model's own likelihood
 DANGLING = syntax.DANGLING
 _WEIGHT_SUFFIX = re.compile(r":[-+]?(?:[\d.]+(?:e[-+]?\d+)?|nan|inf(?:inity)?)$", re.IGNORECASE)
 _DANGLING_PHRASES = ("in the style", "in style", "the style", "style of", "art by", "painted by", "drawn by")

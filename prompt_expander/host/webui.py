@@ -12,6 +12,7 @@ KEY = "Prompt Expander"  # infotext key holding the model; its presence re-enabl
 KEY_LORA = "Prompt Expander LoRA"
 KEY_TEMPERATURE = "Prompt Expander temperature"
 KEY_BUDGET = "Prompt Expander budget"
+KEY_CONTRAST = "Prompt Expander contrast"
 KEY_SEED = "Prompt Expander seed"
 KEY_SAFE = "Prompt Expander safe"
 KEY_BLOCKLIST = "Prompt Expander blocklist"
@@ -25,7 +26,8 @@ KEY_ERROR = "Prompt Expander error"
 # The original prompt is stored for paste-back only up to this length: a 20k-character prompt would otherwise
 # double the image's metadata. A cut original is not pasted back (see restore_original).
 INFOTEXT_ORIGINAL_MAX = 2000
-PASTE_KEYS = (KEY, KEY_LORA, KEY_TEMPERATURE, KEY_BUDGET, KEY_SEED, KEY_SAFE, KEY_BLOCKLIST, KEY_NEGATIVE, KEY_HIRES)
+PASTE_KEYS = (KEY, KEY_LORA, KEY_TEMPERATURE, KEY_BUDGET, KEY_SEED, KEY_SAFE, KEY_BLOCKLIST, KEY_NEGATIVE, KEY_HIRES,
+              KEY_CONTRAST)
 DEFAULT = "default"
 NO_LORA = "None"
 SEED_PER_IMAGE = "per image (image seed)"
@@ -47,6 +49,7 @@ class Options:
     blocklist: str = ""
     expand_negative: bool = False
     apply_hires: bool = True
+    contrast: float = 0.0  # last: API callers pass these positionally, and older calls stop before it
 
     @classmethod
     def from_args(cls, args) -> "Options":
@@ -101,7 +104,8 @@ def expand_prompts(expander, prompts, seeds, opts: Options, styles, negative=Fal
         if key not in memo:
             memo[key] = expander.expand(text, seed, styles=styles, temperature=float(opts.temperature),
                                         budget=int(opts.budget), safe_mode=bool(opts.safe_mode),
-                                        blocklist=opts.blocklist, negative=negative, count=count).text
+                                        blocklist=opts.blocklist, negative=negative, count=count,
+                                        contrast=0.0 if negative else float(opts.contrast)).text
         out.append(memo[key])
     return out
 
@@ -123,6 +127,8 @@ def apply_to_processing(p, expander, opts: Options, models_root: Path | None = N
         params[KEY_LORA] = f"{opts.lora}:{float(opts.lora_strength):g}"
     params[KEY_TEMPERATURE] = float(opts.temperature)
     params[KEY_BUDGET] = int(opts.budget)
+    if float(opts.contrast):
+        params[KEY_CONTRAST] = float(opts.contrast)
     params[KEY_SEED] = "image" if opts.seed_mode != SEED_FIXED else int(opts.fixed_seed)
     if not opts.safe_mode:
         params[KEY_SAFE] = False
@@ -207,4 +213,5 @@ def infotext_keys() -> dict:
         "blocklist": lambda d: d.get(KEY_BLOCKLIST, ""),
         "expand_negative": lambda d: str(d.get(KEY_NEGATIVE, "False")) == "True",
         "apply_hires": lambda d: str(d.get(KEY_HIRES, "True")) != "False",
+        "contrast": lambda d: float(d.get(KEY_CONTRAST, 0.0)),
     }
