@@ -53,6 +53,15 @@ def write_json_atomic(path: str | os.PathLike, obj) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
+def write_report(result, table: str, json_path=None, markdown_path=None) -> None:
+    """Print a command's Markdown table, and write it and the full result where the user asked."""
+    print(table)
+    if json_path:
+        write_json_atomic(json_path, result)
+    if markdown_path:
+        write_text_atomic(markdown_path, table)
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike):
     """Yield a temporary directory beside `path` that replaces `path` whole when the block succeeds."""

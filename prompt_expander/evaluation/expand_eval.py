@@ -7,7 +7,7 @@ import time
 
 from ..expansion.budget import approx_clip_tokens
 from ..errors import DataError
-from ..fileio import iter_lines, write_json_atomic, write_text_atomic
+from ..fileio import iter_lines, write_report
 from .metrics import distinct_n, jaccard, percentile, words
 from ..expansion.syntax import strip_trailing
 from ..wordlists import nsfw_matcher
@@ -164,9 +164,5 @@ def main(args) -> int:
         report["human_specificity"], report["human_on_topic_matched"] = human["specificity"], human["on_topic_matched"]
     table = "| metric | value |\n|---|---:|\n" + "".join(
         f"| {k} | {v:.3f} |\n" if isinstance(v, float) else f"| {k} | {v} |\n" for k, v in report.items())
-    print(table)
-    if args.json:
-        write_json_atomic(args.json, report)
-    if args.markdown:
-        write_text_atomic(args.markdown, table)
+    write_report(report, table, args.json, args.markdown)
     return 0

@@ -11,7 +11,7 @@ import random
 from pathlib import Path
 
 from ..errors import DataError
-from ..fileio import iter_lines, write_json_atomic, write_text_atomic
+from ..fileio import iter_lines, write_json_atomic, write_report, write_text_atomic
 from .metrics import mean_std, weighted_kappa
 
 QUESTIONS = ("quality", "faithfulness")
@@ -180,11 +180,7 @@ def main_score_sheet(args) -> int:
     key = json.loads(Path(args.key).read_text(encoding="utf-8"))
     result = score_sheets(key, args.ratings, args.allow_missing, args.kappa_weights)
     table = markdown(result)
-    print(table)
-    if args.json:
-        write_json_atomic(args.json, result)
-    if args.markdown:
-        write_text_atomic(args.markdown, table)
+    write_report(result, table, args.json, args.markdown)
     return 0
 
 
