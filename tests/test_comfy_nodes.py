@@ -262,3 +262,25 @@ def pack_counter(pack):
     from importlib import import_module
     nodes = import_module(pack.__name__ + ".nodes.expand_nodes")
     return nodes.clip_counter(FakeClip())
+
+
+def test_loads_under_the_module_name_current_comfyui_gives_a_pack(pack, tmp_path):
+    """ComfyUI now names a pack's module after its whole path, dots replaced: '/a/b.c/prompt-expander' becomes
+    '/a/b_x_c/prompt-expander', and the relative imports must resolve under that name too."""
+    folder = tmp_path / "ComfyUI.v1" / "custom_nodes" / "prompt-expander"
+    folder.parent.mkdir(parents=True)
+    folder.symlink_to(ROOT, target_is_directory=True)
+    name = str(folder).replace(".", "_x_")
+    spec = importlib.util.spec_from_file_location(name, str(folder / "__init__.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+        assert sorted(module.NODE_CLASS_MAPPINGS) == sorted(pack.NODE_CLASS_MAPPINGS)
+        handle = module.NODE_CLASS_MAPPINGS["LoadPromptExpander"]().load("tiny", "cpu", "fp32")[0]
+        text = module.NODE_CLASS_MAPPINGS["ExpandPrompt"]().expand(handle, "a castle", 5, 0.8, 0, True)["result"][0]
+        assert text == handle.expander.expand("a castle", seed=5).text
+        assert name + ".prompt_expander.expansion.resident" in sys.modules
+    finally:
+        for key in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
+            del sys.modules[key]
