@@ -7,21 +7,30 @@ import math
 import torch
 
 from ..errors import DataError
+from ..topics import TOPIC_TOKEN, tagged, topic_of
+
+TOPIC_BYTES = TOPIC_TOKEN.encode("utf-8")
 
 
-def encode_for_scoring(tok, text: str, lowercase: bool, max_len: int):
+def encode_for_scoring(tok, text: str, lowercase: bool, max_len: int, topic_tags: bool = False):
     """Token ids exactly as in training: BOS + text + EOS, cut to the model's window.
 
     Returns (ids, bytes): the UTF-8 bytes the predicted tokens cover, with the EOS counted as one byte
-    (the line break it stands for), so bits per byte compare across tokenizers.
+    (the line break it stands for), so bits per byte compare across tokenizers. A topic-tagged model predicts
+    the subject and the topic token too, so its bits count against the prompt's own bytes alone: the figure
+    stays comparable with an untagged model's on the same prompts.
     """
     text = text.lower() if lowercase else text
     bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+    overhead = 0  # bytes of the subject and the topic token: not the prompt's own
+    if topic_tags:
+        overhead = len(topic_of(text).encode("utf-8")) + len(TOPIC_BYTES)
+        text = tagged(text)
     body = tok.encode(text, add_special_tokens=False)
     if len(body) + 2 <= max_len:
-        return [bos, *body, tok.eos_token_id], len(text.encode("utf-8")) + 1
+        return [bos, *body, tok.eos_token_id], len(text.encode("utf-8")) - overhead + 1
     body = body[: max_len - 1]
-    return [bos, *body], len(tok.decode(body).encode("utf-8"))
+    return [bos, *body], max(len(tok.decode(body).encode("utf-8")) - overhead, 1)
 
 
 def score_batch(model, batch_ids, device) -> tuple[float, int]:
@@ -67,7 +76,8 @@ def score_lines(model, lines, encode, batch_size: int = 64, progress: bool = Fal
 
 def evaluate_lines(model, tok, meta, lines, batch_size: int = 64, progress: bool = False) -> dict:
     max_len = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", 1024)
-    return score_lines(model, lines, lambda t: (*encode_for_scoring(tok, t, meta.lowercase, max_len), 0.0),
+    tags = getattr(meta, "topic_tags", False)
+    return score_lines(model, lines, lambda t: (*encode_for_scoring(tok, t, meta.lowercase, max_len, tags), 0.0),
                        batch_size, progress)
 
 

@@ -21,6 +21,7 @@ from ..model.meta import ModelMeta, file_inside
 from ..paths import BUNDLED_LORAS
 from .sampling import RowDecoder, normalise_seed
 from ..splits import tidy_splits
+from ..topics import TOPIC_TOKEN, tagged
 from .vocab import BanTable, VocabInfo
 from ..wordlists import WordMatcher, nsfw_words, parse_words, read_words
 
@@ -250,6 +251,8 @@ class Expander:
 
     def _context_ids(self, plain: str, max_new: int) -> list[int]:
         text = plain.lower() if self.meta.lowercase else plain
+        if text and self.meta.topic_tags:  # as in training: the subject, the topic token, then the prompt
+            text = tagged(text)
         # The trailing comma asks the model for a new modifier: the expansion never edits the user's last phrase.
         body = self.tokenizer.encode(text + ",", add_special_tokens=False, verbose=False) if text else []
         start = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.vocab.eos_id
@@ -259,7 +262,8 @@ class Expander:
     def _unconditional_ids(self) -> list[int]:
         """Contrastive decoding's "no input": the place where a modifier follows a subject, with no subject."""
         start = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.vocab.eos_id
-        return [start, *self.tokenizer.encode(",", add_special_tokens=False)]
+        no_subject = (TOPIC_TOKEN if self.meta.topic_tags else "") + ","
+        return [start, *self.tokenizer.encode(no_subject, add_special_tokens=False)]
 
     def expand(self, text: str, seed=0, **kw) -> ExpansionResult:
         return self.expand_many(text, 1, seed, **kw)[0]

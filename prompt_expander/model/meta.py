@@ -18,6 +18,8 @@ class ModelMeta:
     lowercase: bool = False
     # Negative-prompt vocabulary file in the model folder; without one the model refuses negative mode.
     negative_vocabulary: str | None = None
+    # Trained on topic-tagged prompts (see topics.tagged): the context names the subject before the prompt.
+    topic_tags: bool = False
     format: str = "prompt-expander/1"
 
     @classmethod
@@ -35,8 +37,9 @@ class ModelMeta:
             raise ModelLoadError(f"{path}: not a JSON object")
         known = {f.name for f in fields(cls)}
         meta = cls(**{k: v for k, v in raw.items() if k in known})
-        if not isinstance(meta.lowercase, bool):
-            raise ModelLoadError(f"{path}: 'lowercase' must be true or false, got {meta.lowercase!r}")
+        for flag in ("lowercase", "topic_tags"):
+            if not isinstance(getattr(meta, flag), bool):
+                raise ModelLoadError(f"{path}: {flag!r} must be true or false, got {getattr(meta, flag)!r}")
         if meta.negative_vocabulary is not None:
             if not isinstance(meta.negative_vocabulary, str) or not meta.negative_vocabulary.strip():
                 raise ModelLoadError(f"{path}: 'negative_vocabulary' must be a file name, "

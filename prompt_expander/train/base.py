@@ -24,6 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-positions", type=int, default=128, help="context length; longer prompts are cut")
     p.add_argument("--dropout", type=float, default=0.0)
     p.add_argument("--negative-vocab", help="negative-prompt terms to ship with the model (enables negative mode)")
+    p.add_argument("--topic-tags", action="store_true",
+                   help="train on topic-tagged prompts: each one's subject, a topic token, then the prompt "
+                        "(the expander then names the user's subject the same way)")
     add_loop_arguments(p, steps=20000, batch_size=64, lr=2e-3, warmup=300, save_every=500)
 
 
@@ -38,7 +41,7 @@ TOKENIZER_SOURCE = "tokenizer_source.json"  # in OUT/cache: what OUT's tokenizer
 
 
 def load_or_train_tokenizer(out: Path, train_file: Path, vocab_size: int, lowercase: bool, n_positions: int,
-                            resume: bool = False):
+                            resume: bool = False, topic_tags: bool = False):
     """OUT's tokenizer when it was trained from the same data and settings, else a newly trained one.
 
     A resumed run cannot switch tokenizers under its checkpoint, so there a mismatch is an error."""
@@ -47,9 +50,12 @@ def load_or_train_tokenizer(out: Path, train_file: Path, vocab_size: int, lowerc
     from .dataset import file_digest
     from ..errors import DataError
     from ..fileio import read_json
+    from ..topics import TOPIC_TOKEN, tagged
     from .tokenizer import save_gpt2_tokenizer, train_bpe
 
     source = {"train_sha256": file_digest(train_file), "vocab_size": vocab_size, "lowercase": lowercase}
+    if topic_tags:  # only when on, so that the records of earlier runs still match
+        source["topic_tags"] = True
     record = out / "cache" / TOKENIZER_SOURCE
     if (out / "vocab.json").exists():
         recorded = read_json(record) if record.is_file() else None
@@ -61,8 +67,10 @@ def load_or_train_tokenizer(out: Path, train_file: Path, vocab_size: int, lowerc
             raise DataError(f"{out}: its tokenizer {why}, so its checkpoint cannot continue on {train_file}; "
                             "use a new --out, or drop --resume to start over in this folder")
         print(f"note: {out}: the tokenizer there {why}; training a new one")
-    tok = train_bpe(iter_lines(train_file), vocab_size, lowercase=lowercase)
-    save_gpt2_tokenizer(tok, out, n_positions)
+    lines = (tagged(line) for line in iter_lines(train_file)) if topic_tags else iter_lines(train_file)
+    extra = (TOPIC_TOKEN,) if topic_tags else ()
+    tok = train_bpe(lines, vocab_size, lowercase=lowercase, extra_special=extra)
+    save_gpt2_tokenizer(tok, out, n_positions, extra_special=extra)
     write_json_atomic(record, source)
     return GPT2TokenizerFast.from_pretrained(str(out))
 
@@ -88,12 +96,15 @@ def main(args) -> int:
     train_file, val_file = _paths(args)
     lowercase = not args.no_lowercase
     started = time.time()
-    tok = load_or_train_tokenizer(out, train_file, args.vocab_size, lowercase, args.n_positions, args.resume)
+    tok = load_or_train_tokenizer(out, train_file, args.vocab_size, lowercase, args.n_positions, args.resume,
+                                  args.topic_tags)
     bos, eos, pad = tok.bos_token_id, tok.eos_token_id, tok.pad_token_id
     cache = out / "cache"
     cache.mkdir(exist_ok=True)
-    train_data = tokenize_file(train_file, tok, lowercase, bos, eos, args.n_positions, cache / "train.npz")
-    val_data = tokenize_file(val_file, tok, lowercase, bos, eos, args.n_positions, cache / "val.npz") if val_file else None
+    train_data = tokenize_file(train_file, tok, lowercase, bos, eos, args.n_positions, cache / "train.npz",
+                               args.topic_tags)
+    val_data = (tokenize_file(val_file, tok, lowercase, bos, eos, args.n_positions, cache / "val.npz", args.topic_tags)
+                if val_file else None)
     print(f"tokenizer: {len(tok)} tokens; train {len(train_data)} prompts / {train_data.n_tokens} tokens"
           + (f"; val {len(val_data)} prompts" if val_data else ""))
     train = PackedBatches(train_data, args.n_positions, args.batch_size, args.seed, pad, bos)
@@ -103,7 +114,7 @@ def main(args) -> int:
     model = build_model(args, tok)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model: {n_params / 1e6:.2f}M parameters, about {train.batches_per_epoch():.0f} steps per epoch")
-    meta = ModelMeta(lowercase=lowercase)
+    meta = ModelMeta(lowercase=lowercase, topic_tags=args.topic_tags)
     if args.negative_vocab:
         import shutil
         shutil.copyfile(args.negative_vocab, out / NEGATIVE_VOCAB)
@@ -134,6 +145,9 @@ def model_card(args, state, n_params, train_data, metrics, wall_s) -> str:
     hist = "\n".join(f"| {h['step']} | {h['train_loss']} | {h['val_loss']} | {h['val_ppl']} | {h['tokens_seen']:,} |"
                      for h in state["history"])
     m = metrics or {}
+    topic_note = (" Topic-tagged: each prompt is written as its subject, `<|topic|>`, then the prompt "
+                  "(`prompt_expander.topics.tagged`), and the expander gives the user's subject the same way."
+                  if args.topic_tags else "")
     return f"""---
 license: apache-2.0
 library_name: transformers
@@ -142,7 +156,7 @@ tags: [gpt2, stable-diffusion, prompt-expansion]
 # Prompt Expander default model
 
 A small GPT-2 trained from scratch by `python -m prompt_expander train-base` to continue Stable Diffusion
-prompts. Lower-cased byte-level BPE; every training prompt is wrapped in `<|startoftext|>` ... `<|endoftext|>`.
+prompts. Lower-cased byte-level BPE; every training prompt is wrapped in `<|startoftext|>` ... `<|endoftext|>`.{topic_note}
 
 ## Data
 Prompts from `{args.data}` after `prepare` (whitespace normalised, case/punctuation-insensitive dedup,
@@ -175,7 +189,7 @@ chatter/URL/bot-command/too-short filters, NSFW word-list filter, hash split). S
 ## Reproduce
 ```
 python -m prompt_expander prepare ../shared/data/train --out runs/data
-python -m prompt_expander train-base runs/data --out {args.out} --vocab-size {args.vocab_size} --n-layer {args.n_layer} --n-embd {args.n_embd} --n-head {args.n_head} --n-positions {args.n_positions} --steps {args.steps} --batch-size {args.batch_size} --lr {args.lr} --warmup {args.warmup} --save-every {args.save_every} --resume
+python -m prompt_expander train-base runs/data --out {args.out} --vocab-size {args.vocab_size} --n-layer {args.n_layer} --n-embd {args.n_embd} --n-head {args.n_head} --n-positions {args.n_positions} --steps {args.steps} --batch-size {args.batch_size} --lr {args.lr} --warmup {args.warmup} --save-every {args.save_every}{' --topic-tags' if args.topic_tags else ''} --resume
 ```
 (Interrupted runs continue with the same command; `--resume` picks up OUT/checkpoint.)
 """

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..fileio import atomic_path, iter_lines
+from ..topics import tagged
 
 
 class TokenizedPrompts:
@@ -85,13 +86,14 @@ def tokenizer_digest(tokenizer) -> str:
 
 
 def tokenize_file(path, tokenizer, lowercase: bool, bos_id: int, eos_id: int, max_len: int,
-                  cache: str | Path | None = None) -> TokenizedPrompts:
+                  cache: str | Path | None = None, topic_tags: bool = False) -> TokenizedPrompts:
     """Tokenise a prompts file with a transformers tokenizer, caching the arrays next to the run.
 
     The cache records what it was built from (the file's bytes, the tokenizer, the settings) and is used only
     when all of them match: a run folder reused for other data rebuilds it rather than train on stale tokens."""
     fingerprint = json.dumps({"file": file_digest(path), "tokenizer": tokenizer_digest(tokenizer),
-                              "lowercase": bool(lowercase), "bos": bos_id, "eos": eos_id, "max_len": max_len},
+                              "lowercase": bool(lowercase), "bos": bos_id, "eos": eos_id, "max_len": max_len,
+                              "topic_tags": bool(topic_tags)},
                              sort_keys=True)
     if cache is not None and Path(cache).exists():
         cached = TokenizedPrompts.load(cache)
@@ -101,6 +103,7 @@ def tokenize_file(path, tokenizer, lowercase: bool, bos_id: int, eos_id: int, ma
     fast = getattr(tokenizer, "_tokenizer", None)
 
     def encode_batch(texts):
+        texts = [tagged(t) for t in texts] if topic_tags else texts
         texts = [t.lower() for t in texts] if lowercase else texts
         if fast is not None:  # the Rust tokenizer, without the Python per-call overhead
             return [e.ids for e in fast.encode_batch(texts, add_special_tokens=False)]

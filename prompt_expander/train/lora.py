@@ -86,11 +86,12 @@ def main(args) -> int:
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     cache = out / "cache"
     cache.mkdir(exist_ok=True)
-    train_data = tokenize_file(train_file, tok, meta.lowercase, bos, tok.eos_token_id, row_len, cache / "train.npz")
+    train_data = tokenize_file(train_file, tok, meta.lowercase, bos, tok.eos_token_id, row_len, cache / "train.npz",
+                               meta.topic_tags)
     if len(train_data) == 0:
         raise SystemExit(f"train-lora: no training prompts in {train_file}")
-    val_data = (tokenize_file(val_file, tok, meta.lowercase, bos, tok.eos_token_id, row_len, cache / "val.npz")
-                if val_file else None)
+    val_data = (tokenize_file(val_file, tok, meta.lowercase, bos, tok.eos_token_id, row_len, cache / "val.npz",
+                              meta.topic_tags) if val_file else None)
     train = PackedBatches(train_data, row_len, args.batch_size, args.seed, pad, bos)
     val = PackedBatches(val_data, row_len, args.batch_size, args.seed, pad, bos, shuffle=False) if val_data else None
     print(f"base {base_id}: train {len(train_data)} prompts" + (f", val {len(val_data)}" if val_data else ""))

@@ -13,7 +13,8 @@ PAD = "<|pad|>"
 SPECIAL_TOKENS = [EOS, BOS, PAD]
 
 
-def train_bpe(lines: Iterable[str], vocab_size: int, lowercase: bool = True, min_frequency: int = 2):
+def train_bpe(lines: Iterable[str], vocab_size: int, lowercase: bool = True, min_frequency: int = 2,
+              extra_special: tuple[str, ...] = ()):
     """Return a trained `tokenizers.Tokenizer` (GPT-2 byte-level pre-tokenisation, no normaliser)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -23,7 +24,7 @@ def train_bpe(lines: Iterable[str], vocab_size: int, lowercase: bool = True, min
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         min_frequency=min_frequency,
-        special_tokens=SPECIAL_TOKENS,
+        special_tokens=[*SPECIAL_TOKENS, *extra_special],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=True,
     )
@@ -34,7 +35,7 @@ def train_bpe(lines: Iterable[str], vocab_size: int, lowercase: bool = True, min
     return tok
 
 
-def save_gpt2_tokenizer(tok, out_dir: str | Path, model_max_length: int) -> None:
+def save_gpt2_tokenizer(tok, out_dir: str | Path, model_max_length: int, extra_special: tuple[str, ...] = ()) -> None:
     """Write vocab.json + merges.txt + configs: the one format transformers 4.30 through 5.x all load.
 
     A tokenizer.json written by a new `tokenizers` (merges as pairs) or a tokenizer_config.json
@@ -50,6 +51,8 @@ def save_gpt2_tokenizer(tok, out_dir: str | Path, model_max_length: int) -> None
     with atomic_path(out / "merges.txt") as tmp:
         tmp.write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
     specials = {"bos_token": BOS, "eos_token": EOS, "unk_token": EOS, "pad_token": PAD}
+    if extra_special:  # e.g. the topic token: one token, never split, never generated
+        specials["additional_special_tokens"] = list(extra_special)
     write_json_atomic(out / "special_tokens_map.json", specials)
     write_json_atomic(out / "tokenizer_config.json", {
         "tokenizer_class": "GPT2Tokenizer",
