@@ -18,7 +18,7 @@ CHILD = r"""
 import os, sys, time, json
 sys.path.insert(0, {root!r})
 import torch, transformers, peft  # the host has these imported already
-from prompt_expander.model import loading
+from prompt_expander.expansion import resident
 import prompt_expander.expansion.expander, prompt_expander.model.adapters  # noqa: F401 (code, not the model)
 
 def read_chars():
@@ -32,7 +32,7 @@ def rss_kb():
 
 rss0 = rss_kb()
 t0 = time.perf_counter()
-exp = loading.load_expander({model!r})
+exp = resident.load_expander({model!r})
 cold = time.perf_counter() - t0
 rss1 = rss_kb()
 exp.expand("woman portrait", seed=0)
@@ -45,7 +45,7 @@ own = read_chars() - r0  # what reading /proc/self/io itself adds
 r0 = read_chars()
 for _ in range(200):
     t0 = time.perf_counter()
-    loading.load_expander({model!r})
+    resident.load_expander({model!r})
     warm.append(time.perf_counter() - t0)
 warm_read = read_chars() - r0 - own
 warm.sort()

@@ -55,7 +55,10 @@ def hf_trainer(args, data):
     out = tempfile.mkdtemp()
     kw = dict(output_dir=out, per_device_train_batch_size=args.batch, max_steps=args.steps, learning_rate=1e-3,
               logging_steps=10**9, save_strategy="no", report_to=[], disable_tqdm=True, dataloader_num_workers=0,
-              bf16=args.precision == "bf16", use_cpu=not torch.cuda.is_available())
+              bf16=args.precision == "bf16")
+    # transformers 4.34 renamed no_cuda to use_cpu; A1111's 4.30.2 knows only the old name
+    cpu_flag = "use_cpu" if "use_cpu" in TrainingArguments.__dataclass_fields__ else "no_cuda"
+    kw[cpu_flag] = not torch.cuda.is_available()
     targs = TrainingArguments(**kw)
 
     class Clock(TrainerCallback):
