@@ -1,10 +1,8 @@
 """Mending text whose tokens were split apart by a detokeniser ('8 k', 'award - winning', '1 9 2 0 s')."""
 from __future__ import annotations
 
-import itertools
 import re
 from collections import Counter
-from typing import Iterable
 
 _SPLIT_DIGITS = re.compile(r"(?<=\d) (?=\d)")
 _SPLIT_UNIT = re.compile(r"(?<=\d) (?=(?:k|d|s|mm|px|p|fps|th|st|nd|rd)\b)")
