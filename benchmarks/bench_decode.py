@@ -11,6 +11,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from prompt_expander.expansion import graphs  # noqa: E402
 from prompt_expander.expansion.decoding import decode_fast  # noqa: E402
 from prompt_expander.expansion.sampling import RowDecoder  # noqa: E402
 from prompt_expander.expansion.vocab import BanTable  # noqa: E402
@@ -53,21 +54,54 @@ def stock(model, context, n, new_tokens=NEW_TOKENS):
                           pad_token_id=model.config.eos_token_id)
 
 
-def bench_model(name, model, vocab, context, repeats, sync):
+def graphed(fn):
+    """fn with CUDA graphs on (they are opt-in), whatever the environment says."""
+    def run():
+        was, graphs.ENABLED = graphs.ENABLED, True
+        try:
+            return fn()
+        finally:
+            graphs.ENABLED = was
+    return run
+
+
+def graph_memory_mb(model, context, vocab, n) -> float:
+    """GPU memory the captured steps for n rows add: their static KV cache and their graph's pool."""
+    graphs.release_graphs(model)
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    before = torch.cuda.memory_reserved()
+    with torch.inference_mode():
+        graphed(lambda: decode_fast(model, context, rows_for(vocab, n)))()
+    torch.cuda.synchronize()
+    return (torch.cuda.memory_reserved() - before) / 2**20
+
+
+def bench_model(name, model, vocab, context, repeats, sync, cuda_graphs=False):
     res = {"model": name, "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
            "device": str(model.device), "dtype": str(model.dtype).replace("torch.", "")}
+    fns = {
+        "ours_b1": lambda: decode_fast(model, context, rows_for(vocab, 1)),
+        "stock_b1": lambda: stock(model, context, 1),
+        "ours_b8": lambda: decode_fast(model, context, rows_for(vocab, 8)),
+        "stock_b8": lambda: stock(model, context, 8),
+    }
+    cuda_graphs = cuda_graphs and model.device.type == "cuda"
+    if cuda_graphs:
+        for n in (1, 8):
+            res[f"graph_memory_b{n}_mb"] = graph_memory_mb(model, context, vocab, n)
+        fns["graphs_b1"] = graphed(fns["ours_b1"])
+        fns["graphs_b8"] = graphed(fns["ours_b8"])
     with torch.inference_mode():
-        t = paired_times({
-            "ours_b1": lambda: decode_fast(model, context, rows_for(vocab, 1)),
-            "stock_b1": lambda: stock(model, context, 1),
-            "ours_b8": lambda: decode_fast(model, context, rows_for(vocab, 8)),
-            "stock_b8": lambda: stock(model, context, 8),
-        }, repeats, sync)
+        t = paired_times(fns, repeats, sync)
     for key, times in t.items():
         res[f"{key}_ms"] = 1000 * statistics.median(times)
     # Ratios are medians of per-round ratios (see paired_times).
     for n in (1, 8):
         res[f"speedup_b{n}"] = statistics.median(s / o for s, o in zip(t[f"stock_b{n}"], t[f"ours_b{n}"]))
+        if cuda_graphs:
+            res[f"graphs_speedup_b{n}"] = statistics.median(o / g for o, g in zip(t[f"ours_b{n}"], t[f"graphs_b{n}"]))
+            res["graphs_disabled"] = getattr(getattr(model, "_prompt_expander_fast", None), "graphs", None).disabled
     res["ours_8_over_1"] = statistics.median(e / o for e, o in zip(t["ours_b8"], t["ours_b1"]))
     return res
 
@@ -87,35 +121,51 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--skip-small", action="store_true", help="skip the 124M GPT-2-small-sized model")
     ap.add_argument("--json", help="write results here")
+    ap.add_argument("--cuda-graphs", action="store_true",
+                    help=f"on CUDA, also time decoding with CUDA graphs (opt-in for users: {graphs.GRAPHS_ENV}=1)")
     args = ap.parse_args(argv)
     from prompt_expander.expansion.resident import load_expander
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     exp = load_expander(args.model, device=device, dtype=args.dtype)
     context = exp._context_ids("woman portrait", NEW_TOKENS)
-    results = [bench_model(exp.model_id, exp.model, exp.vocab, context, args.repeats, sync)]
+    results = [bench_model(exp.model_id, exp.model, exp.vocab, context, args.repeats, sync, args.cuda_graphs)]
+    calls = {"one": lambda: exp.expand("woman portrait", seed=1),
+             "eight": lambda: exp.expand_many("woman portrait", 8, seed=1)}
+    if args.cuda_graphs and device.type == "cuda":
+        calls["one_graphs"], calls["eight_graphs"] = graphed(calls["one"]), graphed(calls["eight"])
     with torch.inference_mode():  # what a user waits for: context, decode with the CLIP budget, clean-up
-        t = paired_times({"one": lambda: exp.expand("woman portrait", seed=1),
-                          "eight": lambda: exp.expand_many("woman portrait", 8, seed=1)}, args.repeats, sync)
+        t = paired_times(calls, args.repeats, sync)
     results[0]["expand_call_ms"] = 1000 * statistics.median(t["one"])
     results[0]["expand_many8_ms"] = 1000 * statistics.median(t["eight"])
     results[0]["expand_many8_over_1"] = statistics.median(e / o for e, o in zip(t["eight"], t["one"]))
+    if "one_graphs" in t:
+        results[0]["expand_call_graphs_ms"] = 1000 * statistics.median(t["one_graphs"])
+        results[0]["expand_many8_graphs_ms"] = 1000 * statistics.median(t["eight_graphs"])
     if not args.skip_small:
         from prompt_expander.expansion.vocab import VocabInfo
         # GPT-2 small exactly (124M, 50257 rows in the head); rows past our tokenizer are never sampled.
         small = random_gpt2_small(GPT2_VOCAB, device, exp.model.dtype)
         small.config.eos_token_id = exp.vocab.eos_id
         results.append(bench_model("random GPT-2 small (12x768, 50257 vocabulary)", small,
-                                   VocabInfo(exp.tokenizer, GPT2_VOCAB), context, max(3, args.repeats // 2), sync))
+                                   VocabInfo(exp.tokenizer, GPT2_VOCAB), context, max(3, args.repeats // 2), sync,
+                                   args.cuda_graphs))
     for r in results:
         print(f"{r['model']} ({r['params_M']}M, {r['device']}, {r['dtype']}), {NEW_TOKENS} new tokens:")
         for n in (1, 8):
             print(f"  batch {n}: ours {r[f'ours_b{n}_ms']:.1f} ms, stock generate() {r[f'stock_b{n}_ms']:.1f} ms, "
                   f"speed-up x{r[f'speedup_b{n}']:.2f}")
+            if f"graphs_b{n}_ms" in r:
+                print(f"  batch {n} with CUDA graphs: {r[f'graphs_b{n}_ms']:.1f} ms (x{r[f'graphs_speedup_b{n}']:.2f} "
+                      f"over ours without), graph memory {r[f'graph_memory_b{n}_mb']:.1f} MB"
+                      + (f"; graphs turned off: {r['graphs_disabled']}" if r.get("graphs_disabled") else ""))
         print(f"  8 variations / 1 expansion (ours): x{r['ours_8_over_1']:.2f}")
         if "expand_call_ms" in r:
             print(f"  full expand() call: {r['expand_call_ms']:.1f} ms; expand_many(8): {r['expand_many8_ms']:.1f} ms "
                   f"(x{r['expand_many8_over_1']:.2f})")
+        if "expand_call_graphs_ms" in r:
+            print(f"  with CUDA graphs: expand() {r['expand_call_graphs_ms']:.1f} ms; "
+                  f"expand_many(8) {r['expand_many8_graphs_ms']:.1f} ms")
     if args.json:
         write_json_atomic(args.json, results)
     return results

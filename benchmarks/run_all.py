@@ -24,6 +24,22 @@ def write_doc(path: Path, decode, load, train, machine: str) -> None:
         for n in (1, 8):
             rows.append(f"| {r['model']} ({r['params_M']}M) | {r['device']} {r['dtype']} | batch {n}, 60 new tokens | "
                         f"{r[f'ours_b{n}_ms']:.1f} ms | {r[f'stock_b{n}_ms']:.1f} ms | x{r[f'speedup_b{n}']:.2f} |")
+    graph_rows = []
+    for r in decode:
+        for n in (1, 8):
+            if f"graphs_b{n}_ms" in r:
+                off = f" (turned off: {r['graphs_disabled']})" if r.get("graphs_disabled") else ""
+                graph_rows.append(f"| {r['model']} ({r['params_M']}M) | {r['device']} {r['dtype']} | batch {n} | "
+                                  f"{r[f'graphs_b{n}_ms']:.1f} ms{off} | {r[f'ours_b{n}_ms']:.1f} ms | "
+                                  f"{r[f'graph_memory_b{n}_mb']:.1f} MB |")
+    graph_table = "" if not graph_rows else f"""
+## CUDA graphs (opt-in: `PROMPT_EXPANDER_CUDA_GRAPHS=1`)
+
+| model | device | work | with graphs | without | graph memory |
+|---|---|---|---:|---:|---:|
+{chr(10).join(graph_rows)}
+""" + "".join(f"\n- A full `expand()` call with graphs, {r['device']} {r['dtype']}: {r['expand_call_graphs_ms']:.1f} ms; "
+              f"`expand_many(8)`: {r['expand_many8_graphs_ms']:.1f} ms." for r in decode if "expand_call_graphs_ms" in r) + "\n"
     d0 = decode[0]
     gpu_note = "" if any(r["device"].startswith("cuda") for r in decode) else (
         " No GPU was used, so there are no GPU figures;\n`python benchmarks/run_all.py --device cuda` adds them "
@@ -44,7 +60,7 @@ tokens), in alternating rounds; times are medians over the rounds, speed-ups med
 - 8 variations vs 1 expansion, ours: x{d0['ours_8_over_1']:.2f} (default model).
 - A full `expand()` call on the default model (context, decode, clean-up, CLIP count): {d0['expand_call_ms']:.1f} ms;
   `expand_many(8)`: {d0['expand_many8_ms']:.1f} ms (x{d0['expand_many8_over_1']:.2f}, median of per-round ratios).
-
+{graph_table}
 ## Loading (default model)
 
 - cold load, imports excluded (the host has torch/transformers loaded): {load['cold_s'] * 1000:.0f} ms
@@ -77,9 +93,11 @@ def main():
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     print("== decode ==")
-    decode = bench_decode.main(["--device", args.device, "--json", str(out / "decode.json")])
+    graphs = ["--cuda-graphs"] if args.device == "cuda" else []
+    decode = bench_decode.main(["--device", args.device, "--json", str(out / "decode.json"), *graphs])
     if args.device == "cuda":
-        decode += bench_decode.main(["--device", "cuda", "--dtype", "fp16", "--json", str(out / "decode_fp16.json")])
+        decode += bench_decode.main(["--device", "cuda", "--dtype", "fp16", "--json", str(out / "decode_fp16.json"),
+                                     *graphs])
     print("== load ==")
     load = bench_load.main(["--json", str(out / "load.json")])
     print("== training ==")

@@ -32,6 +32,7 @@ def _import_core():
 core = _import_core()
 webui = importlib.import_module(core.__name__ + ".host.webui")
 resident = importlib.import_module(core.__name__ + ".expansion.resident")
+graphs = importlib.import_module(core.__name__ + ".expansion.graphs")
 
 
 def models_root() -> Path:
@@ -88,6 +89,7 @@ def release(exp) -> None:
     if exp is None or getattr(shared.opts, "prompt_expander_keep_loaded", False):
         return
     if next(exp.model.parameters()).device.type != "cpu" and getattr(exp, "_forge_patcher", None) is None:
+        graphs.release_graphs(exp.model)  # captured decode steps hold GPU memory and the old weights' addresses
         exp.model.to("cpu")
         from modules import devices
         devices.torch_gc()

@@ -7,6 +7,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from . import graphs as decode_graphs
 from .sampling import RowDecoder
 
 
@@ -138,6 +139,7 @@ class FastGPT2:
         self._packed: dict = {}  # id(Conv1D) or "head" -> (weight signature, PackedWeight)
         self._use_packed = False  # this decode multiplies 3 or more rows per step: use self._packed
         self._head: StreamedWeight | None = None
+        self.graphs = None  # graphs.DecodeGraphs, once a CUDA decode with graphs on asks
 
     def __reduce__(self):
         # A host may deepcopy or pickle the model this cache hangs on; oneDNN's packed tensors can be
@@ -197,26 +199,33 @@ class FastGPT2:
         if self._use_packed and (hit is None or hit[0] != key):
             self._packed["head"] = (key, PackedWeight(self.head))
 
-    def _block(self, i, block, x, pos, length):
+    def _block(self, i, block, x, attend):
+        """One transformer block; `attend(i, qkv)` stores this step's keys and values and attends over the cache."""
         b, t, _ = x.shape
         h = F.layer_norm(x, (self.n_embd,), block.ln_1.weight, block.ln_1.bias, self.eps)
         qkv = self._linear(h, block.attn.c_attn).view(b, t, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
-        kv = self.kv[i]
-        kv[:, :, :, pos:pos + t] = qkv[1:]  # keys and values in one copy
-        q, keys, values = qkv[0], kv[0, :, :, :length], kv[1, :, :, :length]
-        a = F.scaled_dot_product_attention(q, keys, values, is_causal=t > 1, scale=self.scale)
-        a = a.transpose(1, 2).reshape(b, t, self.n_embd)
+        a = attend(i, qkv).transpose(1, 2).reshape(b, t, self.n_embd)
         x = self._linear(a, block.attn.c_proj, residual=x)
         h = F.layer_norm(x, (self.n_embd,), block.ln_2.weight, block.ln_2.bias, self.eps)
         return self._linear(self._linear(h, block.mlp.c_fc, activate=True), block.mlp.c_proj, residual=x)
 
-    def _forward(self, ids: torch.Tensor, pos: int) -> torch.Tensor:
-        t = ids.shape[1]
-        x = self.wte[ids] + self.wpe[pos:pos + t]
+    def layers(self, x: torch.Tensor, attend) -> torch.Tensor:
+        """Logits of the last position of x [rows, positions, n_embd], the embedded tokens."""
         for i, block in enumerate(self.blocks):
-            x = self._block(i, block, x, pos, pos + t)
+            x = self._block(i, block, x, attend)
         x = F.layer_norm(x[:, -1], (self.n_embd,), self.ln_f.weight, self.ln_f.bias, self.eps)
         return self._project(x)
+
+    def _forward(self, ids: torch.Tensor, pos: int) -> torch.Tensor:
+        t = ids.shape[1]
+
+        def attend(i, qkv):
+            kv = self.kv[i]
+            kv[:, :, :, pos:pos + t] = qkv[1:]  # keys and values in one copy
+            return F.scaled_dot_product_attention(qkv[0], kv[0, :, :, :pos + t], kv[1, :, :, :pos + t],
+                                                  is_causal=t > 1, scale=self.scale)
+
+        return self.layers(self.wte[ids] + self.wpe[pos:pos + t], attend)
 
     def _project(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for every vocabulary entry: x @ head.T, the biggest weight read of each step."""
@@ -254,27 +263,40 @@ def decode_fast(model, context_ids: list[int], rows: RowDecoder, should_stop: Ca
     device = fast.wte.device
     total = len(context_ids) + rows.max_new_tokens
     contrast = rows.contrast > 0 and unconditional_ids is not None
-    uncond_logits, uncond_pos = None, 0
+    graphs = decode_graphs.graphs_for(fast)
+    uncond_logits, uncond_pos, uncond_static = None, 0, None
     if contrast:
-        uncond_logits = fast.prefill(torch.tensor([unconditional_ids], device=device), rows.n,
-                                     len(unconditional_ids) + rows.max_new_tokens)
+        uncond_total = len(unconditional_ids) + rows.max_new_tokens
+        uncond_logits = fast.prefill(torch.tensor([unconditional_ids], device=device), rows.n, uncond_total)
         uncond_kv, uncond_pos = fast.kv, len(unconditional_ids)
+        if graphs is not None:
+            uncond_static = graphs.step(rows.n, uncond_total, uncond_kv, uncond_pos, slot=1)
     logits = fast.prefill(torch.tensor([context_ids], device=device), rows.n, total)
     cond_kv = fast.kv
     pos = len(context_ids)
+    static = None
+    if graphs is not None and (uncond_static is not None or not contrast):
+        static = graphs.step(rows.n, total, cond_kv, pos, slot=0)
+    if static is not None:  # the static caches hold everything now
+        fast.kv = cond_kv = uncond_kv = None
     while True:
         nxt = rows.choose(logits, uncond_logits)
         if rows.all_done or pos >= total:
             break
         if should_stop is not None:
             should_stop()
-        logits = fast.step(nxt, pos)
+        if static is not None:
+            logits = static.run(nxt, pos)
+            if contrast:
+                uncond_logits = uncond_static.run(nxt, uncond_pos)
+        else:
+            logits = fast.step(nxt, pos)
+            if contrast:
+                fast.kv = uncond_kv
+                uncond_logits = fast.step(nxt, uncond_pos)
+                fast.kv = cond_kv
         pos += 1
-        if contrast:
-            fast.kv = uncond_kv
-            uncond_logits = fast.step(nxt, uncond_pos)
-            uncond_pos += 1
-            fast.kv = cond_kv
+        uncond_pos += 1
     fast.kv = None  # the caches are per decode; a resident model should not keep them
     return rows
 

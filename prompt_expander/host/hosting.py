@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 
+from ..expansion.graphs import release_graphs
+
 
 class DeviceModule(torch.nn.Module):
     """The GPT-2 wrapped with the writable `.device` that ComfyUI's and Forge's ModelPatcher assign.
@@ -18,3 +20,9 @@ class DeviceModule(torch.nn.Module):
 
     def get_dtype(self):
         return next(self.model.parameters()).dtype
+
+    def _apply(self, *args, **kwargs):
+        # A patcher moving the model (to offload it, say) leaves captured decode graphs reading freed
+        # memory, and their own memory held: drop them first, so an offload really frees the GPU.
+        release_graphs(self.model)
+        return super()._apply(*args, **kwargs)
