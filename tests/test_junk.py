@@ -1,0 +1,37 @@
+"""Broken fragments in added text are found; ordinary prompt vocabulary is not."""
+from prompt_expander.evaluation.junk import fragments, known_words
+
+
+def test_flags_stray_numbers_and_lone_letters_are_fragments():
+    assert fragments("highly detailed, - h 860") == ["- h 860"]
+    assert fragments("octane render --ar 16:9") == ["--ar 16:9"]
+    assert fragments("trending on artstation, 4035, sharp focus") == ["4035"]
+    assert fragments("made in c 4 d, unreal engine") == ["c", "d"]
+    assert fragments("8 k, award - winning") == ["k"]
+
+
+def test_ordinary_numbers_initials_and_contractions_are_not():
+    text = ("by j. c. leyendecker and georgia o'keeffe, 1920s, 1985, 8k, 35 mm, 1920x1080, 16:9, f/1.8, "
+            "iso 400, 3 d render, don't, a cat and i, 8 x 10, 0.5 seconds, 100%, d&d, d & d")
+    assert fragments(text.replace("3 d render", "3d render")) == []
+
+
+def test_words_outside_the_corpus_are_fragments_unless_the_user_wrote_them(tmp_path):
+    corpus = tmp_path / "train.txt"
+    corpus.write_text("intricate detailed portrait\n" * 3 + "rare word\n")
+    known = known_words(corpus)
+    assert known == {"intricate", "detailed", "portrait"}
+    assert fragments("intri cate portrait, detailed", known) == ["intri", "cate"]
+    assert fragments("zorblax portrait", known, allowed=["Zorblax"]) == []
+
+
+def test_expand_eval_reports_the_share_of_expansions_with_fragments():
+    from types import SimpleNamespace
+
+    from prompt_expander.evaluation.expand_eval import junk_report
+    outs = [SimpleNamespace(text=f"a zorblax, {a}", added=a, original="a zorblax")
+            for a in ("detailed portrait", "detailed, 4035", "zorblax portrait", "detai led portrait")]
+    r = junk_report(outs, frozenset({"detailed", "portrait"}))
+    assert r["junk_rate"] == 0.5 and r["junk_words_checked"]
+    assert [e["fragments"] for e in r["junk_examples"]] == [["4035"], ["detai", "led"]]
+    assert junk_report(outs)["junk_rate"] == 0.25
