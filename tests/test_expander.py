@@ -219,3 +219,37 @@ def test_a_cut_row_ends_on_a_whole_modifier(kept_words, want, full=" highly deta
 
 def test_a_row_whose_only_modifier_was_cut_keeps_it():
     test_a_cut_row_ends_on_a_whole_modifier(" by greg", " by greg", full=" by greg rutkowski")
+
+
+def test_a_model_with_known_words_drops_broken_modifiers_but_keeps_the_users_words():
+    from prompt_expander.expansion.expander import Expander
+    from prompt_expander.expansion.syntax import parse_prompt
+    from prompt_expander.wordlists import WordMatcher
+    known = frozenset({"highly", "detailed", "by", "and", "greg", "rutkowski", "sharp", "focus", "render"})
+    added = "highly detailed, by greg rutkowski and antonio corc, 12024, zorblax render, c 4 d, sharp focus"
+    finish = Expander.finish
+    args = (10**6, len, WordMatcher([]), parse_prompt("a zorblax"))
+    assert finish(added, *args, known, ["a zorblax"]) == "highly detailed, zorblax render, c4d, sharp focus"
+    assert finish(added, *args, known, ["a zorblax", "antonio corc"]) == \
+        "highly detailed, by greg rutkowski and antonio corc, zorblax render, c4d, sharp focus"
+    assert finish(added, *args) == added.replace("c 4 d", "c4d")  # no list: only the usual tidy-up
+
+
+def test_known_words_are_read_once_and_a_missing_file_is_a_clear_error(tiny_model_dir, tmp_path):
+    import json
+    import shutil
+
+    from prompt_expander.errors import ModelLoadError
+    from prompt_expander.expansion.resident import load_expander
+    from prompt_expander.fragments import write_known_words
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    meta = json.loads((folder / "prompt_expander.json").read_text()) if (folder / "prompt_expander.json").exists() else {}
+    (folder / "prompt_expander.json").write_text(json.dumps({**meta, "known_words": "words.gz"}))
+    with pytest.raises(ModelLoadError, match="known words"):
+        load_expander(str(folder)).expand("a castle", seed=1)
+    write_known_words(folder / "words.gz", ["castle", "hill"])
+    exp = load_expander(str(folder))
+    assert exp.known_words() == {"castle", "hill"} and exp.known_words() is exp.known_words()
+    for seed in range(3):  # a random model's words are all unknown: everything it adds is dropped
+        assert exp.expand("a castle", seed=seed).added == ""

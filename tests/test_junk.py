@@ -1,5 +1,7 @@
 """Broken fragments in added text are found; ordinary prompt vocabulary is not."""
-from prompt_expander.evaluation.junk import fragments, known_words
+from prompt_expander.evaluation.junk import known_words
+from prompt_expander.fragments import (count_known_words, fragments, read_known_words,
+                                       write_known_words)
 
 
 def test_flags_stray_numbers_and_lone_letters_are_fragments():
@@ -8,11 +10,12 @@ def test_flags_stray_numbers_and_lone_letters_are_fragments():
     assert fragments("trending on artstation, 4035, sharp focus") == ["4035"]
     assert fragments("made in c 4 d, unreal engine") == ["c", "d"]
     assert fragments("8 k, award - winning") == ["k"]
+    assert fragments("sony a 7 r iv, v - ray render") == ["r", "v"]
 
 
 def test_ordinary_numbers_initials_and_contractions_are_not():
     text = ("by j. c. leyendecker and georgia o'keeffe, 1920s, 1985, 8k, 35 mm, 1920x1080, 16:9, f/1.8, "
-            "iso 400, 3 d render, don't, a cat and i, 8 x 10, 0.5 seconds, 100%, d&d, d & d")
+            "iso 400, 3 d render, don't, a cat and i, 8 x 10, 0.5 seconds, 100%, d&d, d & d, h r giger")
     assert fragments(text.replace("3 d render", "3d render")) == []
 
 
@@ -35,3 +38,12 @@ def test_expand_eval_reports_the_share_of_expansions_with_fragments():
     assert r["junk_rate"] == 0.5 and r["junk_words_checked"]
     assert [e["fragments"] for e in r["junk_examples"]] == [["4035"], ["detai", "led"]]
     assert junk_report(outs)["junk_rate"] == 0.25
+
+
+def test_known_words_round_trip_through_a_reproducible_gzip(tmp_path):
+    words = count_known_words(["A cat, a cat", "cat dog dog", "dog"], min_count=2)
+    assert words == ["cat", "dog"]
+    write_known_words(tmp_path / "a.gz", words)
+    write_known_words(tmp_path / "b.gz", words)
+    assert (tmp_path / "a.gz").read_bytes() == (tmp_path / "b.gz").read_bytes()
+    assert read_known_words(tmp_path / "a.gz") == {"cat", "dog"}

@@ -54,8 +54,16 @@ def test_train_base_lowers_loss_and_saves_a_loadable_model(base_model):
         if f.is_file():
             assert f.stat().st_mode & 0o777 == 0o666 & ~umask, f.name
     from prompt_expander.expansion.resident import load_expander
+    from prompt_expander.fragments import fragments, read_known_words
     r = load_expander(str(base_model)).expand("portrait of a woman", seed=1)
-    assert r.text.startswith("portrait of a woman, ")
+    assert r.text.startswith("portrait of a woman")  # 60 steps make mostly broken words, which are dropped
+    # The corpus's words ship with the model, and the tidy-up keeps no modifier with a word outside them.
+    assert json.loads((base_model / "prompt_expander.json").read_text())["known_words"] == "known_words.txt.gz"
+    known = read_known_words(base_model / "known_words.txt.gz")
+    assert "castle" in known and "zorblax" not in known
+    for seed in range(5):
+        added = load_expander(str(base_model)).expand("portrait of a zorblax", seed=seed).added
+        assert fragments(added, known, allowed=["zorblax"]) == []
 
 
 def test_killed_run_resumes_from_checkpoint_to_the_same_weights(data_dir, tmp_path):
@@ -112,6 +120,7 @@ def test_train_lora_lowers_loss_round_trips_and_merges(base_model, data_dir, tmp
     with torch.no_grad():
         ours = exp.model_for_style(((exp.load_adapter(str(out)), 1.0),))(input_ids=ids).logits
         merged_model = load_expander(str(merged)).model
+        assert (merged / "known_words.txt.gz").read_bytes() == (base_model / "known_words.txt.gz").read_bytes()
         assert torch.allclose(ours, merged_model(input_ids=ids).logits, atol=1e-4)
     exp.model_for_style(())
 

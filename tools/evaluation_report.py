@@ -42,6 +42,37 @@ def lstm_budget_note(lstm_dirs) -> list[str]:
                "comparison." if still_falling else ""), ""]
 
 
+EXPAND_EVAL_HEADING = "## expand-eval on"
+COMMANDS_HEADING = "## Commands"
+EXPAND_EVAL_KEYS = ["retention", "added_words_mean", "added_words_p5", "added_words_p95", "on_topic_similarity",
+                    "reference_similarity", "specificity", "on_topic_matched", "human_specificity",
+                    "human_on_topic_matched", "distinct_1", "distinct_2", "pairwise_embedding_similarity",
+                    "pairwise_word_overlap", "repeated_modifier_rate", "nsfw_added_rate", "budget_overrun_rate",
+                    "junk_rate", "ms_per_expansion"]
+
+
+def expand_eval_section(ee, args) -> list[str]:
+    lines = [f"{EXPAND_EVAL_HEADING} `{args.inputs}` (first {args.limit} inputs, {args.seeds} seeds each)", "",
+             f"Measured on {time.strftime('%Y-%m-%d')}.", "",
+             "| metric | " + " | ".join(n for n, _ in ee) + " |", "|---|" + "---:|" * len(ee)]
+    for k in EXPAND_EVAL_KEYS:
+        vals = [r.get(k) for _, r in ee]
+        lines.append(f"| {k} | " + " | ".join("n/a" if v is None else f"{v:.3f}" for v in vals) + " |")
+    return lines + [
+        "", "`on_topic_similarity` is the cosine between all-MiniLM-L6-v2 embeddings of the input and of the "
+        "expanded prompt; `reference_similarity` calibrates it: real validation prompts scored against their "
+        "own first comma-separated segment. `specificity` and `on_topic_matched` are defined in "
+        "[specificity.md](specificity.md), with `human_*` the same figures for real prompts. `junk_rate` is the "
+        "share of expansions whose added text holds a broken fragment: a bot flag, a stray number, a letter split "
+        "off a word, or a word the training corpus writes fewer than 3 times. The shipped default drops such "
+        "modifiers using that same word list, so its rate of 0 shows the filter working rather than an "
+        "independent judgement.", ""]
+
+
+def commands_block(commands) -> list[str]:
+    return [COMMANDS_HEADING, "", "```", *commands, "```", ""]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--data", default="runs/data", help="folder from `prepare` (val.txt is scored)")
@@ -52,10 +83,33 @@ def main():
     ap.add_argument("--work", default="runs/eval")
     ap.add_argument("--reuse-scores", action="store_true",
                     help="reuse WORK/eval-*.json from an earlier run (the scores change only with the weights)")
+    ap.add_argument("--known-words", default=None,
+                    help="prompt file whose words count as whole in expand-eval's junk rate (default DATA/train.txt)")
+    ap.add_argument("--only-expand-eval", action="store_true",
+                    help="rerun only expand-eval and rewrite its section of docs/evaluation.md, keeping the rest "
+                         "(the validation scores change only with the weights)")
     args = ap.parse_args()
     work = ROOT / args.work
     work.mkdir(parents=True, exist_ok=True)
     val = str(Path(args.data) / "val.txt")
+    known = args.known_words or str(Path(args.data) / "train.txt")
+    doc = ROOT / "docs" / "evaluation.md"
+    ee, ee_commands = [], []
+    for name, extra in [("default", []), ("default + photo", ["--lora", "photo"]), ("default + anime", ["--lora", "anime"])]:
+        cmd = ["expand-eval", args.inputs, "--limit", str(args.limit), "--seeds", str(args.seeds),
+               "--reference-prompts", val, "--known-words", known, *extra]
+        r = run(cmd, work / f"expand-eval-{len(ee)}.json")
+        ee_commands.append("python -m prompt_expander " + " ".join(cmd))
+        ee.append((name, r))
+    section = expand_eval_section(ee, args)
+    if args.only_expand_eval:
+        old = doc.read_text(encoding="utf-8")
+        start, commands_at = old.index(EXPAND_EVAL_HEADING), old.index(COMMANDS_HEADING)
+        old_commands = [c for c in old[commands_at:].splitlines() if c.startswith("python -m prompt_expander evaluate")]
+        text = old[:start] + "\n".join(section + commands_block(old_commands + ee_commands))
+        write_text_atomic(doc, text)
+        print(f"rewrote the expand-eval section of {doc}")
+        return
     systems = [(f"LSTM benchmark ({Path(p).name})", ["--model", p]) for p in args.lstm if (ROOT / p).exists()]
     systems += [("default", []), ("default + photo", ["--lora", "photo"]), ("default + anime", ["--lora", "anime"])]
     rows, commands = [], []
@@ -65,13 +119,6 @@ def main():
             run(["evaluate", val, *extra], out_json)
         commands.append(f"python -m prompt_expander evaluate {val} {' '.join(extra)}".strip())
         rows.append((name, r))
-    ee = []
-    for name, extra in [("default", []), ("default + photo", ["--lora", "photo"]), ("default + anime", ["--lora", "anime"])]:
-        cmd = ["expand-eval", args.inputs, "--limit", str(args.limit), "--seeds", str(args.seeds),
-               "--reference-prompts", val, *extra]
-        r = run(cmd, work / f"expand-eval-{len(ee)}.json")
-        commands.append("python -m prompt_expander " + " ".join(cmd))
-        ee.append((name, r))
     lines = ["# Evaluation", "",
              f"Measured on {time.strftime('%Y-%m-%d')} on {platform.machine()} CPU; regenerate with "
              f"`python tools/evaluation_report.py` (it runs the commands listed at the end).", "",
@@ -83,21 +130,9 @@ def main():
     lines += ["", "Perplexity compares token for token only between systems that share the BPE tokenizer (the GPT-2 "
               "models and the BPE LSTM); bits per byte compares all of them. The word-level LSTM pays for every "
               "out-of-vocabulary word by spelling it at 8 bits per byte, so `<unk>` does not flatter it.", "",
-              *lstm_budget_note(args.lstm),
-              f"## expand-eval on `{args.inputs}` (first {args.limit} inputs, {args.seeds} seeds each)", "",
-              "| metric | " + " | ".join(n for n, _ in ee) + " |", "|---|" + "---:|" * len(ee)]
-    keys = ["retention", "added_words_mean", "added_words_p5", "added_words_p95", "on_topic_similarity",
-            "reference_similarity", "distinct_1", "distinct_2", "pairwise_embedding_similarity",
-            "pairwise_word_overlap", "repeated_modifier_rate", "nsfw_added_rate", "budget_overrun_rate",
-            "ms_per_expansion"]
-    for k in keys:
-        vals = [r.get(k) for _, r in ee]
-        lines.append(f"| {k} | " + " | ".join("n/a" if v is None else f"{v:.3f}" for v in vals) + " |")
-    lines += ["", "`on_topic_similarity` is the cosine between all-MiniLM-L6-v2 embeddings of the input and of the "
-              "expanded prompt; `reference_similarity` calibrates it: real validation prompts scored against their "
-              "own first comma-separated segment.", "", "## Commands", "", "```", *commands, "```", ""]
+              *lstm_budget_note(args.lstm), *section, *commands_block(commands + ee_commands)]
     (ROOT / "docs").mkdir(exist_ok=True)
-    write_text_atomic(ROOT / "docs" / "evaluation.md", "\n".join(lines))
+    write_text_atomic(doc, "\n".join(lines))
     print("wrote docs/evaluation.md")
 
 

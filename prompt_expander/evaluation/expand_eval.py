@@ -8,7 +8,8 @@ import time
 from ..expansion.budget import approx_clip_tokens
 from ..errors import DataError
 from ..fileio import iter_lines, write_report
-from .junk import fragments, known_words
+from ..fragments import fragments
+from .junk import known_words
 from .metrics import distinct_n, jaccard, percentile, words
 from ..expansion.syntax import strip_trailing
 from ..wordlists import nsfw_matcher

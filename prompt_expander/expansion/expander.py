@@ -15,7 +15,8 @@ from . import syntax
 from ..model.adapters import adapter_signature, base_fingerprint, load_adapter_deltas
 from .budget import approx_clip_tokens, clip_budget
 from .decoding import FastGPT2, decode_fast, decode_reference, weights_changed
-from ..errors import AdapterError, InputError, NegativeNotSupportedError
+from ..errors import AdapterError, InputError, ModelLoadError, NegativeNotSupportedError
+from ..fragments import fragments, read_known_words
 from ..limits import MAX_ADAPTER_WEIGHT, MAX_CONTRAST, MAX_VARIATIONS, check_text
 from ..model.meta import ModelMeta, file_inside
 from ..paths import BUNDLED_LORAS
@@ -132,6 +133,7 @@ class Expander:
         self._base_weights: dict[str, torch.Tensor] = {}
         self._active_style: tuple = ()
         self._ban_cache: dict = {}
+        self._known_words: frozenset | None = None
         self._lock = threading.RLock()
         self.fast_supported = getattr(model.config, "model_type", None) in FastGPT2.SUPPORTED
         self.n_positions = (getattr(model.config, "n_positions", None)
@@ -321,19 +323,39 @@ class Expander:
         else:
             decode_reference(self.model, context, rows, stop, unconditional)
         blocked = WordMatcher([*settings.blocklist, *(nsfw_words() if settings.safe_mode else ()), *user_words])
-        return [self.finish(rows.row_text(r), budget, count_fn, blocked, prompt) for r in range(rows.n)]
+        known = self.known_words()
+        allowed = (plain, *settings.positive_vocab)
+        return [self.finish(rows.row_text(r), budget, count_fn, blocked, prompt, known, allowed) for r in range(rows.n)]
+
+    def known_words(self) -> frozenset | None:
+        """The words of the model's training corpus (see ModelMeta.known_words), read once; None without a list."""
+        name = self.meta.known_words
+        if self._known_words is None and name and self.folder is not None:
+            path = file_inside(self.folder, name, "known_words")
+            try:
+                self._known_words = read_known_words(path)
+            except (OSError, EOFError) as e:
+                raise ModelLoadError(f"{path}: cannot read the model's known words ({e})") from None
+        return self._known_words
 
     @staticmethod
-    def finish(added: str, budget: int, count_fn, blocked: WordMatcher, prompt: syntax.ParsedPrompt) -> str:
-        """Clean the decoded addition: no syntax, no repeated or blocked modifier, no dangling ending."""
+    def finish(added: str, budget: int, count_fn, blocked: WordMatcher, prompt: syntax.ParsedPrompt,
+               known: frozenset | None = None, allowed=()) -> str:
+        """Clean the decoded addition: no syntax, no repeated, blocked or broken modifier, no dangling ending.
+
+        For a model that lists its `known` words, a modifier is also dropped when it holds a fragment (see
+        fragments.fragments): a bot flag, a stray number, a letter split off a word, or a word its corpus never
+        writes and the user's text and positive vocabulary (`allowed`) do not have."""
         added = tidy_splits(syntax.sanitize_added(added))
+        allowed_words = {w for text in allowed for w in re.findall(r"[^\W\d_]{2,}", text.lower())}
         seen = set(prompt.segments)
         segments = []
         for seg in added.split(","):
             seg = " ".join(seg.split())
             key = seg.lower()
             # a lone character ("8", "d") is a cut-off fragment, not a modifier
-            if len(seg) <= 1 or key in seen or (blocked and blocked.search(seg)):
+            if len(seg) <= 1 or key in seen or (blocked and blocked.search(seg)) \
+                    or (known is not None and fragments(seg, known, allowed_words)):
                 continue
             seen.add(key)
             segments.append(seg)

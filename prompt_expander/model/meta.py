@@ -18,6 +18,9 @@ class ModelMeta:
     lowercase: bool = False
     # Negative-prompt vocabulary file in the model folder; without one the model refuses negative mode.
     negative_vocabulary: str | None = None
+    # Words the training corpus writes (gzipped, one per line): the tidy-up drops a modifier with any other word
+    # (an invented name, a word cut in two), unless the user wrote it.
+    known_words: str | None = None
     # Trained on topic-tagged prompts (see topics.tagged): the context names the subject before the prompt.
     topic_tags: bool = False
     format: str = "prompt-expander/1"
@@ -40,12 +43,17 @@ class ModelMeta:
         for flag in ("lowercase", "topic_tags"):
             if not isinstance(getattr(meta, flag), bool):
                 raise ModelLoadError(f"{path}: {flag!r} must be true or false, got {getattr(meta, flag)!r}")
-        if meta.negative_vocabulary is not None:
-            if not isinstance(meta.negative_vocabulary, str) or not meta.negative_vocabulary.strip():
-                raise ModelLoadError(f"{path}: 'negative_vocabulary' must be a file name, "
-                                     f"got {meta.negative_vocabulary!r}")
-            file_inside(folder, meta.negative_vocabulary, "negative_vocabulary")
+        for name in ("negative_vocabulary", "known_words"):
+            value = getattr(meta, name)
+            if value is not None:
+                if not isinstance(value, str) or not value.strip():
+                    raise ModelLoadError(f"{path}: {name!r} must be a file name, got {value!r}")
+                file_inside(folder, value, name)
         return meta
+
+    def files(self) -> list[str]:
+        """The files of the model folder this metadata names."""
+        return [f for f in (self.negative_vocabulary, self.known_words) if f]
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -65,15 +73,14 @@ def file_inside(folder: str | Path, name: str, what: str) -> Path:
 def copy_tokenizer_files(src: str | Path, dst: str | Path, with_meta: bool = True) -> None:
     """Copy a model folder's tokenizer files (and its prompt_expander.json with the files it names) to dst."""
     src, dst = Path(src), Path(dst)
-    names, negative = list(TOKENIZER_FILES), None
+    names, named = list(TOKENIZER_FILES), []
     if with_meta:
         names.append(META_FILE)
-        negative = ModelMeta.read(src).negative_vocabulary  # read() has checked it stays inside src
-        if negative:
-            names.append(negative)
+        named = ModelMeta.read(src).files()  # read() has checked they stay inside src
+        names += named
     for name in names:
-        source = file_inside(src, name, "file") if name == negative else src / name
+        source = file_inside(src, name, "file") if name in named else src / name
         if source.is_file():
-            target = file_inside(dst, name, "file") if name == negative else dst / name
+            target = file_inside(dst, name, "file") if name in named else dst / name
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, target)

@@ -1,0 +1,64 @@
+"""Broken fragments in generated text: bot flags, stray numbers, split-off letters, words a corpus never writes."""
+from __future__ import annotations
+
+import gzip
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Iterable
+
+from .fileio import atomic_path, iter_lines
+
+# "- h 860", "--ar 16:9", "- w 1 0 2 4": a Discord bot's flags, meaningless to Stable Diffusion.
+_FLAG = re.compile(r"(?:^|[\s,])--?\s?[a-z]{1,2}\s+\d[\d.:]*")
+# A number standing alone: not part of a word, a size (1920x1080), a ratio (16:9), a decimal or a path.
+_NUMBER = re.compile(r"(?<![\w.:/x])\d+(?![\w.:/%x°])")
+_UNIT_AFTER = re.compile(r"\s?(?:mm|k|p|px|fps|dpi|s)\b")
+_YEAR = re.compile(r"1\d{3}|20\d{2}")
+_NUMBERED_BEFORE = re.compile(r"\b(?:iso|f|no|number|vol|volume|episode|part|chapter|version|v)\s*$", re.IGNORECASE)
+# A letter split off a word or a name: next to a number or a spaced hyphen ("c 4 d", "a 7 r iv", "v - ray").
+# Initials ("h r giger", "j. c. leyendecker") and "d & d" are not fragments.
+_SPLIT_LETTER = re.compile(r"(?:(?<=\d )|(?<=- ))[b-hj-wyz](?![\w'’./])|(?<![\w'’./])[b-hj-wyz](?= (?:\d|-(?: |$)))",
+                           re.IGNORECASE)
+_WORD = re.compile(r"[^\W\d_]{2,}")
+
+KNOWN_WORDS_FILE = "known_words.txt.gz"
+MIN_COUNT = 3  # a word the training corpus writes fewer times than this is taken for a fragment
+
+
+def count_known_words(lines: Iterable[str], min_count: int = MIN_COUNT) -> list[str]:
+    """Every lower-cased word of two or more letters written at least `min_count` times, sorted."""
+    counts = Counter()
+    for line in lines:
+        counts.update(_WORD.findall(line.lower()))
+    return sorted(w for w, n in counts.items() if n >= min_count)
+
+
+def write_known_words(path: str | Path, words: Iterable[str]) -> None:
+    """One word per line, gzipped with no timestamp: the same words give the same bytes."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as raw, \
+            gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as f:
+        f.write("".join(w + "\n" for w in words).encode("utf-8"))
+
+
+def read_known_words(path: str | Path) -> frozenset:
+    return frozenset(w.strip().lower() for w in iter_lines(path))
+
+
+def fragments(text: str, known: frozenset | None = None, allowed: Iterable[str] = ()) -> list[str]:
+    """The broken pieces of a text: bot flags, stray numbers of 3 or more digits (not a year, not followed by
+    a unit), letters split off a word and, given `known`, words outside it (`allowed` ones excepted: the
+    user's own)."""
+    found = [m.group().strip(" ,") for m in _FLAG.finditer(text)]
+    rest = _FLAG.sub(" ", text)
+    for m in _NUMBER.finditer(rest):
+        digits = m.group()
+        if len(digits) < 3 or _YEAR.fullmatch(digits) or _UNIT_AFTER.match(rest, m.end()) \
+                or _NUMBERED_BEFORE.search(rest, 0, m.start()):
+            continue
+        found.append(digits)
+    found += _SPLIT_LETTER.findall(rest)
+    if known is not None:
+        allowed = {w.lower() for w in allowed}
+        found += [w for w in _WORD.findall(rest.lower()) if w not in known and w not in allowed]
+    return found
