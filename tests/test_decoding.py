@@ -151,3 +151,28 @@ def test_a_model_that_decoded_can_be_deep_copied():
     twin = copy.deepcopy(model)
     assert twin._prompt_expander_fast is None
     torch.testing.assert_close(fast_rows_logits(twin, context, steps)[1], first)
+
+
+@torch.inference_mode()
+def test_rows_at_different_positions_share_a_step_and_keep_their_own_logits():
+    """Contrast decodes the rows with and without the input in one batch (FastGPT2.step_rows)."""
+    model = tiny_gpt2(seed=2)
+    long_ctx, short_ctx, steps = [5, 17, 300, 402, 9], [7, 8], [11, 12, 13]
+    want = {}
+    for name, ctx in (("long", long_ctx), ("short", short_ctx)):
+        fast = FastGPT2(model)
+        want[name] = [fast.prefill(torch.tensor([ctx]), 1, len(ctx) + len(steps))]
+        for i, t in enumerate(steps):
+            want[name].append(fast.step(torch.tensor([t]), len(ctx) + i))
+    fast = FastGPT2(model)
+    total = len(long_ctx) + len(steps)
+    caches = []
+    for ctx in (long_ctx, short_ctx):
+        fast.prefill(torch.tensor([ctx]), 1, total)
+        caches.append(fast.kv)
+    fast.kv = [torch.cat([a, b], dim=1) for a, b in zip(*caches)]
+    for i, t in enumerate(steps):
+        positions = torch.tensor([len(long_ctx) + i, len(short_ctx) + i])
+        out = fast.step_rows(torch.tensor([t, t]), positions, len(long_ctx) + i + 1)
+        torch.testing.assert_close(out[0], want["long"][i + 1][0], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(out[1], want["short"][i + 1][0], rtol=1e-5, atol=1e-5)

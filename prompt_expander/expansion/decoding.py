@@ -65,7 +65,7 @@ def packed_linear_available(dtype: torch.dtype) -> bool:
 
 
 class PackedWeight:
-    """A weight [out, in] pre-packed into oneDNN's blocked layout, for matmuls of 3 or more rows on CPU.
+    """A weight [out, in] pre-packed into oneDNN's blocked layout, for matmuls of 2 or more rows on CPU.
 
     With the MKL in the pip wheels, addmm of a few rows (8 variations) runs far below the CPU's peak on
     the machine we measured; with oneDNN and pre-packed weights the 8-row decode ran about 1.4x faster
@@ -103,11 +103,13 @@ class FastGPT2:
 
     SUPPORTED = ("gpt2",)
     # Decode steps on CPU multiply a handful of rows by each weight. Measured: streaming the weights
-    # (see _stream_matmul) wins at 1-2 rows; from 3 rows pre-packed oneDNN weights win (see PackedWeight);
-    # where a torch build lacks those, addmm wins for the layers and streaming for the head up to 16 rows.
+    # (see _stream_matmul) wins at 1 row; from 2 rows pre-packed oneDNN weights win (see PackedWeight: a
+    # 2-row step cost 1.16x a 1-row one for the 8x512 candidate, against 2.05x streamed); where a torch
+    # build lacks those, streaming wins up to 2 rows, then addmm for the layers and streaming for the head
+    # up to 16 rows.
     LAYER_STREAM_ROWS = 2
     HEAD_STREAM_ROWS = 16
-    PACKED_ROWS = 3
+    PACKED_ROWS = 2
     LAYER_CHUNKS = 4
     HEAD_CHUNKS = 8
 
@@ -137,7 +139,7 @@ class FastGPT2:
         self.kv = None  # per block: keys and values, [2, rows, heads, positions, head_dim]
         self._streamed: dict[int, tuple] = {}  # id(Conv1D) -> (weight signature, StreamedWeight)
         self._packed: dict = {}  # id(Conv1D) or "head" -> (weight signature, PackedWeight)
-        self._use_packed = False  # this decode multiplies 3 or more rows per step: use self._packed
+        self._use_packed = False  # this decode multiplies 2 or more rows per step: use self._packed
         self._head: StreamedWeight | None = None
         self.graphs = None  # graphs.DecodeGraphs, once a CUDA decode with graphs on asks
 
@@ -170,7 +172,7 @@ class FastGPT2:
 
     def _prepare_weights(self, rows: int) -> None:
         """Before each decode: lay out the weights on CPU for streaming (see _stream_matmul) and, when the
-        decode has 3 or more rows, pre-pack them for oneDNN (see PackedWeight).
+        decode has 2 or more rows, pre-pack them for oneDNN (see PackedWeight).
 
         Each copy is made again only when its weight changed: a host moving or casting the model gives it
         new storage, a style mixed in place calls weights_changed() (and bumps the version counter, which
@@ -251,6 +253,23 @@ class FastGPT2:
     def step(self, tokens: torch.Tensor, pos: int) -> torch.Tensor:
         return self._forward(tokens.view(-1, 1), pos)
 
+    def step_rows(self, tokens: torch.Tensor, positions: torch.Tensor, length: int) -> torch.Tensor:
+        """One step where row r is at positions[r] (all below `length`): rows with different contexts share
+        each weight read. Each row writes its keys and values at its own position and attends to its own
+        positions only."""
+        rows = tokens.shape[0]
+        row_index = torch.arange(rows, device=positions.device)
+        visible = (torch.arange(length, device=positions.device) <= positions[:, None]).view(rows, 1, 1, length)
+
+        def attend(i, qkv):
+            kv = self.kv[i]
+            kv[:, row_index, :, positions] = qkv[1:, :, :, 0].transpose(0, 1)
+            return F.scaled_dot_product_attention(qkv[0], kv[0, :, :, :length], kv[1, :, :, :length],
+                                                  attn_mask=visible, scale=self.scale)
+
+        x = self.wte[tokens] + self.wpe[positions]
+        return self.layers(x.unsqueeze(1), attend)
+
 
 @torch.inference_mode()
 def decode_fast(model, context_ids: list[int], rows: RowDecoder, should_stop: Callable[[], None] | None = None,
@@ -279,6 +298,17 @@ def decode_fast(model, context_ids: list[int], rows: RowDecoder, should_stop: Ca
         static = graphs.step(rows.n, total, cond_kv, pos, slot=0)
     if static is not None:  # the static caches hold everything now
         fast.kv = cond_kv = uncond_kv = None
+    elif contrast:
+        # Both caches in one batch: each step reads the weights once for the rows with and without the input.
+        n = rows.n
+        both = [torch.zeros((2, 2 * n, fast.n_head, max(total, uncond_total), fast.head_dim), device=device,
+                            dtype=c.dtype) for c in cond_kv]
+        for merged, c, u in zip(both, cond_kv, uncond_kv):
+            merged[:, :n, :, :pos] = c[:, :, :, :pos]
+            merged[:, n:, :, :uncond_pos] = u[:, :, :, :uncond_pos]
+        fast.kv, cond_kv, uncond_kv = both, None, None
+        fast._prepare_weights(2 * n)
+        offsets = torch.tensor([0] * n + [uncond_pos - pos] * n, device=device)
     while True:
         nxt = rows.choose(logits, uncond_logits)
         if rows.all_done or pos >= total:
@@ -289,12 +319,11 @@ def decode_fast(model, context_ids: list[int], rows: RowDecoder, should_stop: Ca
             logits = static.run(nxt, pos)
             if contrast:
                 uncond_logits = uncond_static.run(nxt, uncond_pos)
+        elif contrast:
+            out = fast.step_rows(torch.cat([nxt, nxt]), offsets + pos, max(pos, uncond_pos) + 1)
+            logits, uncond_logits = out[:rows.n], out[rows.n:]
         else:
             logits = fast.step(nxt, pos)
-            if contrast:
-                fast.kv = uncond_kv
-                uncond_logits = fast.step(nxt, uncond_pos)
-                fast.kv = cond_kv
         pos += 1
         uncond_pos += 1
     fast.kv = None  # the caches are per decode; a resident model should not keep them
