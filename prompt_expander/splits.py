@@ -57,11 +57,16 @@ class HyphenCompounds:
         return sum(1 for c in self.counts.values() if c >= self.min_count)
 
 
+def join_compounds(text: str, is_compound) -> str:
+    """'a - b' written 'a-b' where is_compound('a-b') (lower-cased) says the corpus writes it so."""
+    return _SPACED_HYPHEN.sub(lambda m: f"{m.group(1)}-{m.group(2)}"
+                              if is_compound(f"{m.group(1)}-{m.group(2)}".lower()) else m.group(0), text)
+
+
 def mend_split_text(text: str, compounds: HyphenCompounds | None = None) -> str:
     """A prompt from a split source as its author typed it: numbers and known compounds joined, the bot flags
     that trailed it dropped. An unknown 'a - b' stays, as it may be a separator."""
     text = _SPLIT_FLAGS.sub("", tidy_splits(text))
     if compounds is not None:
-        text = _SPACED_HYPHEN.sub(lambda m: f"{m.group(1)}-{m.group(2)}" if compounds.known(m.group(1), m.group(2))
-                                  else m.group(0), text)
+        text = join_compounds(text, lambda c: compounds.known(*c.split("-", 1)))
     return text

@@ -225,14 +225,16 @@ def test_a_model_with_known_words_drops_broken_modifiers_but_keeps_the_users_wor
     from prompt_expander.expansion.expander import Expander
     from prompt_expander.expansion.syntax import parse_prompt
     from prompt_expander.wordlists import WordMatcher
-    known = frozenset({"highly", "detailed", "by", "and", "greg", "rutkowski", "sharp", "focus", "render"})
-    added = "highly detailed, by greg rutkowski and antonio corc, 12024, zorblax render, c 4 d, sharp focus"
+    known = frozenset({"highly", "detailed", "by", "and", "greg", "rutkowski", "sharp", "focus", "render",
+                       "close", "up", "close-up"})
+    added = "highly detailed, by greg rutkowski and antonio corc, 12024, zorblax render, c 4 d, sharp focus, close - up"
     finish = Expander.finish
     args = (10**6, len, WordMatcher([]), parse_prompt("a zorblax"))
-    assert finish(added, *args, known, ["a zorblax"]) == "highly detailed, zorblax render, c4d, sharp focus"
+    assert finish(added, *args, known, ["a zorblax"]) == "highly detailed, zorblax render, c4d, sharp focus, close-up"
     assert finish(added, *args, known, ["a zorblax", "antonio corc"]) == \
-        "highly detailed, by greg rutkowski and antonio corc, zorblax render, c4d, sharp focus"
-    assert finish(added, *args) == added.replace("c 4 d", "c4d")  # no list: only the usual tidy-up
+        "highly detailed, by greg rutkowski and antonio corc, zorblax render, c4d, sharp focus, close-up"
+    # no list: only the usual tidy-up ("close" is one of the prefixes it always joins)
+    assert finish(added, *args) == added.replace("c 4 d", "c4d").replace("close - up", "close-up")
 
 
 def test_known_words_are_read_once_and_a_missing_file_is_a_clear_error(tiny_model_dir, tmp_path):

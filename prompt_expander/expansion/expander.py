@@ -21,7 +21,7 @@ from ..limits import MAX_ADAPTER_WEIGHT, MAX_CONTRAST, MAX_VARIATIONS, check_tex
 from ..model.meta import ModelMeta, file_inside
 from ..paths import BUNDLED_LORAS
 from .sampling import RowDecoder, normalise_seed
-from ..splits import tidy_splits
+from ..splits import join_compounds, tidy_splits
 from ..topics import TOPIC_TOKEN, tagged
 from .vocab import BanTable, VocabInfo
 from ..wordlists import WordMatcher, nsfw_words, parse_words, read_words
@@ -343,10 +343,13 @@ class Expander:
                known: frozenset | None = None, allowed=()) -> str:
         """Clean the decoded addition: no syntax, no repeated, blocked or broken modifier, no dangling ending.
 
-        For a model that lists its `known` words, a modifier is also dropped when it holds a fragment (see
+        For a model that lists its `known` words, a split compound it lists is joined ('william - adolphe'
+        becomes 'william-adolphe'), and a modifier is dropped when it holds a fragment (see
         fragments.fragments): a bot flag, a stray number, a letter split off a word, or a word its corpus never
         writes and the user's text and positive vocabulary (`allowed`) do not have."""
         added = tidy_splits(syntax.sanitize_added(added))
+        if known is not None:
+            added = join_compounds(added, known.__contains__)
         allowed_words = {w for text in allowed for w in re.findall(r"[^\W\d_]{2,}", text.lower())}
         seen = set(prompt.segments)
         segments = []
