@@ -237,3 +237,26 @@ def test_evaluate_names_the_style_it_scored(tiny_model_dir, lora_dirs, tmp_path,
                  "--markdown", str(md)]) == 0
     system = f"tiny-gpt2 + {lora_dirs['photo']}"
     assert f"model {system}  prompts" in capsys.readouterr().out and f"| {system} |" in md.read_text()
+
+
+def test_the_specificity_report_keeps_sections_written_by_hand(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "m-0.5-parti200.json").write_text(json.dumps({
+        "specificity": 0.02, "on_topic_matched": 0.5, "added_words_mean": 30.0, "distinct_2": 0.9,
+        "junk_rate": 0.01, "ms_per_expansion": 50.0, "human_specificity": 0.049, "human_on_topic_matched": 0.571}))
+    doc = tmp_path / "spec.md"
+    doc.write_text("# old\n\n## partiprompts (first 200)\n\nold table\n\n## My analysis\n\nkept text\n\n"
+                   "## Commands\n\nold commands\n")
+    r = subprocess.run([sys.executable, str(root / "tools" / "specificity_report.py"), "--runs", str(runs),
+                        "--system", "m=model M", "--machine", "here", "--out", str(doc)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    text = doc.read_text()
+    assert "| model M | 0.5 | 0.020 | 0.500 | 30.0 | 0.900 | 0.010 | 50 | n/a |" in text
+    assert "old table" not in text and "old commands" not in text
+    assert text.index("## My analysis") < text.index("kept text") < text.index("## Commands")

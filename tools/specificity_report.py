@@ -16,7 +16,20 @@ from prompt_expander.fileio import write_text_atomic  # noqa: E402
 INPUTS = {"imagenet100": "imagenet_classes (first 100)", "simple_animals": "simple_animals (45)",
           "parti200": "partiprompts (first 200)"}
 COMMAND = ("python -m prompt_expander expand-eval INPUTS --model MODEL --seeds 3 --limit 200 --contrast LAMBDA "
-           "--json runs/eval/MODEL-LAMBDA-INPUTS.json   # one of them with --reference-prompts runs/data/val.txt")
+           "--known-words runs/data/train.txt --json runs/eval/MODEL-LAMBDA-INPUTS.json   "
+           "# one of them with --reference-prompts runs/data/val.txt")
+COMMANDS_HEADING = "## Commands"
+
+
+def hand_written_sections(old: str, generated: set[str]) -> list[str]:
+    """The sections of the old doc that this tool does not write (analysis added by hand), in order."""
+    kept, keep = [], False
+    for line in old.splitlines():
+        if line.startswith("## "):
+            keep = line not in generated
+        if keep:
+            kept.append(line)
+    return kept
 
 
 def fmt(v, digits=3):
@@ -61,16 +74,23 @@ def main() -> int:
             continue
         hs, ho = human
         lines += [f"## {title}", "",
-                  "| model | contrast | specificity | on-topic, 12 words | words added | distinct-2 | ms / expansion | bits/byte |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+                  "| model | contrast | specificity | on-topic, 12 words | words added | distinct-2 | junk | ms / expansion | bits/byte |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for _, desc, lam, r, bpb in sorted(sel, key=lambda x: (x[1], x[2])):
             lines.append(f"| {desc} | {lam:g} | {fmt(r.get('specificity'))} | {fmt(r.get('on_topic_matched'))} | "
-                         f"{r['added_words_mean']:.1f} | {r['distinct_2']:.3f} | {r['ms_per_expansion']:.0f} | {fmt(bpb)} |")
-        lines += [f"| **human reference** | | **{fmt(hs)}** | **{fmt(ho)}** | | | | |", ""]
-    lines += ["## Commands", "", "```", COMMAND,
+                         f"{r['added_words_mean']:.1f} | {r['distinct_2']:.3f} | {fmt(r.get('junk_rate'))} | "
+                         f"{r['ms_per_expansion']:.0f} | {fmt(bpb)} |")
+        lines += [f"| **human reference** | | **{fmt(hs)}** | **{fmt(ho)}** | | | | | |", ""]
+    out = ROOT / args.out
+    if out.is_file():  # sections written by hand (analysis, plans) stay, before the commands
+        generated = {f"## {title}" for title in INPUTS.values()} | {COMMANDS_HEADING}
+        lines += hand_written_sections(out.read_text(encoding="utf-8"), generated)
+        if lines[-1] != "":
+            lines.append("")
+    lines += [COMMANDS_HEADING, "", "```", COMMAND,
               "python -m prompt_expander evaluate runs/data/val.txt --model MODEL --limit 5000 --json runs/eval/MODEL-val.json",
               "python tools/specificity_report.py --system NAME=DESCRIPTION ... --machine '...'", "```", ""]
-    write_text_atomic(ROOT / args.out, "\n".join(lines))
+    write_text_atomic(out, "\n".join(lines))
     print(f"wrote {args.out}")
     return 0
 
