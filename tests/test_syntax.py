@@ -90,3 +90,13 @@ def test_parsed_prompt_carries_what_the_expansion_needs():
     assert p.plain == "Red Fox, snowy forest, dusk" and p.last_chunk_plain == "dusk"
     assert p.content_words == ("red", "fox", "snowy", "forest", "dusk")
     assert p.segments == {"red fox", "snowy forest", "dusk"}
+
+
+def test_modifiers_that_differ_only_in_spacing_hyphens_or_an_ending_are_the_same():
+    from prompt_expander.expansion.syntax import modifier_key
+    same = [("volumetric lighting", "Volumetric Light"), ("hyper-realistic", "hyperrealistic"),
+            ("high details", "high detail"), ("octane rendered", "octane render"), ("8K", "8k")]
+    for a, b in same:
+        assert modifier_key(a) == modifier_key(b), (a, b)
+    assert modifier_key("cat") != modifier_key("cats ears") and modifier_key("red") == "red"
+    assert modifier_key("bus") == "bus" and modifier_key("arts") == "arts"  # short words keep their ending

@@ -11,7 +11,7 @@ from ..fileio import iter_lines, write_report
 from ..fragments import fragments
 from .junk import known_words
 from .metrics import distinct_n, jaccard, percentile, words
-from ..expansion.syntax import strip_trailing
+from ..expansion.syntax import modifier_key, strip_trailing
 from ..wordlists import nsfw_matcher
 
 
@@ -142,7 +142,7 @@ def expand_eval(exp, inputs: list[str], seeds: int, styles=(), embedder=None, kn
 
 
 def _has_repeat(text: str) -> bool:
-    segs = [" ".join(s.lower().split()) for s in text.split(",") if s.strip()]
+    segs = [modifier_key(s) for s in text.split(",") if s.strip()]
     return len(segs) != len(set(segs))
 
 

@@ -341,7 +341,8 @@ class Expander:
     @staticmethod
     def finish(added: str, budget: int, count_fn, blocked: WordMatcher, prompt: syntax.ParsedPrompt,
                known: frozenset | None = None, allowed=()) -> str:
-        """Clean the decoded addition: no syntax, no repeated, blocked or broken modifier, no dangling ending.
+        """Clean the decoded addition: no syntax, no repeated (see syntax.modifier_key), blocked or broken
+        modifier, no dangling ending.
 
         For a model that lists its `known` words, a split compound it lists is joined ('william - adolphe'
         becomes 'william-adolphe'), and a modifier is dropped when it holds a fragment (see
@@ -351,11 +352,11 @@ class Expander:
         if known is not None:
             added = join_compounds(added, known.__contains__)
         allowed_words = {w for text in allowed for w in re.findall(r"[^\W\d_]{2,}", text.lower())}
-        seen = set(prompt.segments)
+        seen = {syntax.modifier_key(s) for s in prompt.segments}
         segments = []
         for seg in added.split(","):
             seg = " ".join(seg.split())
-            key = seg.lower()
+            key = syntax.modifier_key(seg)  # "volumetric light" repeats "volumetric lighting"
             # a lone character ("8", "d") is a cut-off fragment, not a modifier
             if len(seg) <= 1 or key in seen or (blocked and blocked.search(seg)) \
                     or (known is not None and fragments(seg, known, allowed_words)):

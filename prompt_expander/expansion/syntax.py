@@ -150,3 +150,17 @@ def parse_prompt(text: str) -> ParsedPrompt:
     last = plain_words(last_chunk_text(text)) if _BREAK.search(text) else plain
     return ParsedPrompt(text=text, plain=plain, content_words=tuple(_content_words_of(plain)),
                         segments=frozenset(seg.strip().lower() for seg in plain.split(",")), last_chunk_plain=last)
+
+
+_NOT_ALNUM = re.compile(r"[\W_]+")
+_ENDINGS = ("ing", "ed", "s")
+
+
+def modifier_key(segment: str) -> str:
+    """What makes two modifiers the same one: case, spacing, hyphens and one ending aside ('volumetric
+    lighting' = 'volumetric light', 'hyper-realistic' = 'hyperrealistic', 'high details' = 'high detail')."""
+    key = _NOT_ALNUM.sub("", segment.lower())
+    for ending in _ENDINGS:
+        if key.endswith(ending) and len(key) > len(ending) + 3:
+            return key[: -len(ending)]
+    return key
