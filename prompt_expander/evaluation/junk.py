@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..fileio import iter_lines
-from ..fragments import MIN_COUNT, count_known_words, fragments
+from ..fragments import MIN_COUNT, count_known_words
 
 
 def known_words(corpus, min_count: int = MIN_COUNT) -> frozenset:
