@@ -7,7 +7,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable
 
-from .fileio import atomic_path
+from .fileio import atomic_path, iter_lines
 
 # "- h 860", "--ar 16:9", "- w 1 0 2 4": a Discord bot's flags, meaningless to Stable Diffusion.
 _FLAG = re.compile(r"(?:^|[\s,])--?\s?[a-z]{1,2}\s+\d[\d.:]*")
@@ -36,6 +36,16 @@ def count_known_words(lines: Iterable[str], min_count: int = MIN_COUNT) -> list[
         counts.update(_WORD.findall(line))
         counts.update(_COMPOUND.findall(line))
     return sorted(w for w, n in counts.items() if n >= min_count)
+
+
+def corpus_words(corpus: str | Path, min_count: int = MIN_COUNT) -> list[str]:
+    """count_known_words over a prompt file (.txt or .txt.gz)."""
+    return count_known_words(iter_lines(corpus), min_count)
+
+
+def words_in(text: str) -> list[str]:
+    """The lower-cased words of two or more letters that a word list is checked against."""
+    return _WORD.findall(text.lower())
 
 
 def write_known_words(path: str | Path, words: Iterable[str]) -> None:
@@ -69,5 +79,5 @@ def fragments(text: str, known: frozenset | None = None, allowed: Iterable[str] 
     found += _SPLIT_LETTER.findall(rest)
     if known is not None:
         allowed = {w.lower() for w in allowed}
-        found += [w for w in _WORD.findall(rest.lower()) if w not in known and w not in allowed]
+        found += [w for w in words_in(rest) if w not in known and w not in allowed]
     return found

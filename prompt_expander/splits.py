@@ -50,17 +50,18 @@ class HyphenCompounds:
     def add(self, text: str) -> None:
         self.counts.update(m.group(0).lower() for m in _JOINED_HYPHEN.finditer(text))
 
-    def known(self, left: str, right: str) -> bool:
-        return self.counts[f"{left.lower()}-{right.lower()}"] >= self.min_count
+    def __contains__(self, compound: str) -> bool:
+        """Whether 'a-b' (lower-cased) is written often enough to count as a word."""
+        return self.counts[compound] >= self.min_count
 
     def __len__(self) -> int:
         return sum(1 for c in self.counts.values() if c >= self.min_count)
 
 
-def join_compounds(text: str, is_compound) -> str:
-    """'a - b' written 'a-b' where is_compound('a-b') (lower-cased) says the corpus writes it so."""
+def join_compounds(text: str, compounds) -> str:
+    """'a - b' written 'a-b' where the lower-cased 'a-b' is in `compounds` (what the corpus writes joined)."""
     return _SPACED_HYPHEN.sub(lambda m: f"{m.group(1)}-{m.group(2)}"
-                              if is_compound(f"{m.group(1)}-{m.group(2)}".lower()) else m.group(0), text)
+                              if f"{m.group(1)}-{m.group(2)}".lower() in compounds else m.group(0), text)
 
 
 def mend_split_text(text: str, compounds: HyphenCompounds | None = None) -> str:
@@ -68,5 +69,5 @@ def mend_split_text(text: str, compounds: HyphenCompounds | None = None) -> str:
     that trailed it dropped. An unknown 'a - b' stays, as it may be a separator."""
     text = _SPLIT_FLAGS.sub("", tidy_splits(text))
     if compounds is not None:
-        text = join_compounds(text, lambda c: compounds.known(*c.split("-", 1)))
+        text = join_compounds(text, compounds)
     return text

@@ -1,6 +1,5 @@
 """Broken fragments in added text are found; ordinary prompt vocabulary is not."""
-from prompt_expander.evaluation.junk import known_words
-from prompt_expander.fragments import (count_known_words, fragments, read_known_words,
+from prompt_expander.fragments import (corpus_words, count_known_words, fragments, read_known_words,
                                        write_known_words)
 
 
@@ -22,7 +21,7 @@ def test_ordinary_numbers_initials_and_contractions_are_not():
 def test_words_outside_the_corpus_are_fragments_unless_the_user_wrote_them(tmp_path):
     corpus = tmp_path / "train.txt"
     corpus.write_text("intricate detailed portrait\n" * 3 + "rare word\n")
-    known = known_words(corpus)
+    known = frozenset(corpus_words(corpus))
     assert known == {"intricate", "detailed", "portrait"}
     assert fragments("intri cate portrait, detailed", known) == ["intri", "cate"]
     assert fragments("zorblax portrait", known, allowed=["Zorblax"]) == []

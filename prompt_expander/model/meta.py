@@ -25,6 +25,8 @@ class ModelMeta:
     topic_tags: bool = False
     format: str = "prompt-expander/1"
 
+    FILE_FIELDS = ("negative_vocabulary", "known_words")  # fields that name a file of the model folder
+
     @classmethod
     def read(cls, folder: str | Path | None) -> "ModelMeta":
         if folder is None:
@@ -43,7 +45,7 @@ class ModelMeta:
         for flag in ("lowercase", "topic_tags"):
             if not isinstance(getattr(meta, flag), bool):
                 raise ModelLoadError(f"{path}: {flag!r} must be true or false, got {getattr(meta, flag)!r}")
-        for name in ("negative_vocabulary", "known_words"):
+        for name in cls.FILE_FIELDS:
             value = getattr(meta, name)
             if value is not None:
                 if not isinstance(value, str) or not value.strip():
@@ -53,7 +55,7 @@ class ModelMeta:
 
     def files(self) -> list[str]:
         """The files of the model folder this metadata names."""
-        return [f for f in (self.negative_vocabulary, self.known_words) if f]
+        return [getattr(self, name) for name in self.FILE_FIELDS if getattr(self, name)]
 
     def to_dict(self) -> dict:
         return asdict(self)

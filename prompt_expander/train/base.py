@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from ..fileio import iter_lines, write_json_atomic, write_text_atomic
-from ..fragments import KNOWN_WORDS_FILE, count_known_words, write_known_words
+from ..fragments import KNOWN_WORDS_FILE, corpus_words, write_known_words
 from ..model.meta import META_FILE, ModelMeta
 from .loop import CHECKPOINT_DIR, add_loop_arguments, loop_config, run_training, save_pretrained_atomic
 
@@ -117,7 +117,7 @@ def main(args) -> int:
     print(f"model: {n_params / 1e6:.2f}M parameters, about {train.batches_per_epoch():.0f} steps per epoch")
     meta = ModelMeta(lowercase=lowercase, topic_tags=args.topic_tags, known_words=KNOWN_WORDS_FILE)
     if not (args.resume and (out / KNOWN_WORDS_FILE).is_file()):
-        write_known_words(out / KNOWN_WORDS_FILE, count_known_words(iter_lines(train_file)))
+        write_known_words(out / KNOWN_WORDS_FILE, corpus_words(train_file))
     if args.negative_vocab:
         import shutil
         shutil.copyfile(args.negative_vocab, out / NEGATIVE_VOCAB)
