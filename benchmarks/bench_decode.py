@@ -101,7 +101,8 @@ def bench_model(name, model, vocab, context, repeats, sync, cuda_graphs=False):
         res[f"speedup_b{n}"] = statistics.median(s / o for s, o in zip(t[f"stock_b{n}"], t[f"ours_b{n}"]))
         if cuda_graphs:
             res[f"graphs_speedup_b{n}"] = statistics.median(o / g for o, g in zip(t[f"ours_b{n}"], t[f"graphs_b{n}"]))
-            res["graphs_disabled"] = getattr(getattr(model, "_prompt_expander_fast", None), "graphs", None).disabled
+    if cuda_graphs:  # graph_memory_mb made them: say if they were turned off, so a table never hides it
+        res["graphs_disabled"] = model._prompt_expander_fast.graphs.disabled
     res["ours_8_over_1"] = statistics.median(e / o for e, o in zip(t["ours_b8"], t["ours_b1"]))
     return res
 

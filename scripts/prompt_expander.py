@@ -32,7 +32,7 @@ def _import_core():
 core = _import_core()
 webui = importlib.import_module(core.__name__ + ".host.webui")
 resident = importlib.import_module(core.__name__ + ".expansion.resident")
-graphs = importlib.import_module(core.__name__ + ".expansion.graphs")
+hosting = importlib.import_module(core.__name__ + ".host.hosting")
 
 
 def models_root() -> Path:
@@ -71,7 +71,6 @@ def get_expander(model_name: str):
     if mem is not None and hasattr(mem, "load_models_gpu") and device.type != "cpu":
         try:
             from backend.patcher.base import ModelPatcher
-            hosting = importlib.import_module(core.__name__ + ".host.hosting")
             patcher = getattr(exp, "_forge_patcher", None)
             if patcher is None:
                 patcher = exp._forge_patcher = ModelPatcher(hosting.DeviceModule(exp.model), load_device=device,
@@ -89,8 +88,7 @@ def release(exp) -> None:
     if exp is None or getattr(shared.opts, "prompt_expander_keep_loaded", False):
         return
     if next(exp.model.parameters()).device.type != "cpu" and getattr(exp, "_forge_patcher", None) is None:
-        graphs.release_graphs(exp.model)  # captured decode steps hold GPU memory and the old weights' addresses
-        exp.model.to("cpu")
+        hosting.offload_to_cpu(exp.model)
         from modules import devices
         devices.torch_gc()
 

@@ -230,3 +230,13 @@ def test_cuda_greedy_graphed_decoding_equals_generate(monkeypatch):
     want = decode_reference(model, CONTEXT, rows_for([1], temperature=0.0)).tokens
     monkeypatch.setattr(graphs, "ENABLED", True)
     assert tokens_of(model, [1], temperature=0.0) == want
+
+
+def test_offloading_to_cpu_frees_the_graphs(recorder):
+    from prompt_expander.host.hosting import offload_to_cpu
+    model = tiny_gpt2()
+    tokens_of(model, [1])
+    step = weakref.ref(next(iter(model._prompt_expander_fast.graphs.steps.values())))
+    offload_to_cpu(model)
+    gc.collect()
+    assert step() is None

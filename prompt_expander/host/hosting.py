@@ -6,6 +6,12 @@ import torch
 from ..expansion.graphs import release_graphs
 
 
+def offload_to_cpu(model) -> None:
+    """Move a model to the CPU for a host that manages no memory itself (A1111), freeing its decode graphs first."""
+    release_graphs(model)
+    model.to("cpu")
+
+
 class DeviceModule(torch.nn.Module):
     """The GPT-2 wrapped with the writable `.device` that ComfyUI's and Forge's ModelPatcher assign.
 
