@@ -54,13 +54,14 @@ def pick_device():
     from modules import devices
     want_cpu = getattr(shared.opts, "prompt_expander_device", "GPU") == "CPU"
     mem = _forge_memory()
-    if want_cpu:
-        return torch.device("cpu"), torch.float32
+    if want_cpu:  # "auto": the core's choice, fp32 or the model's own cpu_dtype (bf16 on a CPU with native bf16)
+        return torch.device("cpu"), "auto"
     if mem is not None:
         dev = mem.text_encoder_device()
         return dev, (torch.float16 if mem.should_use_fp16(dev) else torch.float32)
     dev = devices.device
-    return dev, (torch.float16 if getattr(dev, "type", "cpu") == "cuda" else torch.float32)
+    kind = getattr(dev, "type", "cpu")
+    return dev, (torch.float16 if kind == "cuda" else "auto" if kind == "cpu" else torch.float32)
 
 
 def get_expander(model_name: str):

@@ -103,3 +103,38 @@ def test_an_adapter_retrained_in_place_is_reloaded(tiny_model_dir, lora_dirs, tm
         os.utime(folder / name, ns=(1, 1))  # a new signature even on a coarse-clock filesystem
     after = exp.expand("a castle", seed=4, styles=[str(folder)]).text
     assert after == exp.expand("a castle", seed=4, styles=[str(lora_dirs["anime"])]).text and after != before
+
+
+def test_an_adapter_fits_its_base_in_any_dtype(tiny_model_dir, lora_dirs):
+    """A base run in bf16 on CPU (a model's cpu_dtype) rounds its weights away from the exact fingerprint; the
+    probe compares them within bf16's precision, so the style still loads, and gives the bf16 model's text."""
+    exp = resident.load_expander(str(tiny_model_dir), dtype="bf16", resident=False)
+    assert exp.model.dtype == torch.bfloat16
+    out = exp.expand("a castle", seed=3, styles=[str(lora_dirs["photo"])])
+    assert out.text.startswith("a castle") and out.adapters == [["photo", 1.0]]
+    assert out.added == exp.expand("a castle", seed=3, styles=[str(lora_dirs["photo"])]).added
+
+
+def test_the_probe_refuses_a_base_of_the_same_shape(tiny_model_dir, lora_dirs, tmp_path):
+    import tiny
+    twin = tiny.make_model_dir(tmp_path / "twin-gpt2", seed=11)  # tiny_model_dir's shape, other weights
+    exp = resident.load_expander(str(twin), resident=False)
+    with pytest.raises(AdapterError, match="twin-gpt2"):
+        exp.expand("a cat", styles=[str(lora_dirs["photo"])])
+
+
+def test_an_adapter_with_only_the_old_fingerprint_still_loads(tiny_model_dir, lora_dirs, tmp_path, expander):
+    import json
+    import shutil
+    from prompt_expander.model.adapters import ADAPTER_META
+    d = tmp_path / "older"
+    shutil.copytree(lora_dirs["photo"], d)
+    meta = json.loads((d / ADAPTER_META).read_text())
+    del meta["base_probe"]
+    (d / ADAPTER_META).write_text(json.dumps(meta))
+    assert expander.expand("a castle", seed=3, styles=[str(d)]).added == \
+        expander.expand("a castle", seed=3, styles=[str(lora_dirs["photo"])]).added
+    meta["base_fingerprint"] = "0" * 16
+    (d / ADAPTER_META).write_text(json.dumps(meta))
+    with pytest.raises(AdapterError, match="trained for base"):
+        expander.expand("a castle", styles=[str(d)])

@@ -176,3 +176,19 @@ def test_rows_at_different_positions_share_a_step_and_keep_their_own_logits():
         out = fast.step_rows(torch.tensor([t, t]), positions, len(long_ctx) + i + 1)
         torch.testing.assert_close(out[0], want["long"][i + 1][0], rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(out[1], want["short"][i + 1][0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("rows", [1, 4])
+@torch.inference_mode()
+def test_a_bf16_model_multiplies_packed_weights_from_one_row(rows):
+    """bf16 (a model's cpu_dtype) packs every matmul, one row included, and keeps no streamed fp32-style
+    copies; its logits are the bf16 model's own, within bf16's precision."""
+    if not packed_linear_available(torch.bfloat16):
+        pytest.skip("this torch build cannot pre-pack bf16 weights for oneDNN")
+    model = tiny_gpt2(vocab_size=403, seed=5).to(torch.bfloat16)
+    context = [5, 17, 300, 402, 9]
+    steps = [[7] * rows, [8] * rows, [9] * rows]
+    fast, got = fast_rows_logits(model, context, steps)
+    assert fast._use_packed and fast._packed_from == 1 and not fast._streamed
+    want = model_rows_logits(model.float(), context, steps)
+    torch.testing.assert_close(got.float(), want, rtol=0.05, atol=0.05)

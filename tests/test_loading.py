@@ -2,6 +2,7 @@
 import shutil
 
 import pytest
+import torch
 
 from prompt_expander.expansion import resident
 from prompt_expander.model import loading
@@ -109,3 +110,32 @@ def test_loading_is_quiet_and_puts_the_hosts_logging_back(tiny_model_dir, lora_d
         assert hf_logging.is_progress_bar_enabled() and hf_logging.get_verbosity() == hf_logging.INFO
     finally:
         hf_logging.set_verbosity_warning()
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_dtype_follows_the_models_cpu_dtype_where_the_cpu_runs_it(native, monkeypatch, tiny_model_dir, tmp_path):
+    import json
+    import shutil
+    monkeypatch.setattr(loading, "cpu_has_native_bf16", lambda: native)
+    cpu = loading.resolve_device("cpu")
+    assert loading.resolve_dtype("auto", cpu, "bf16") == (torch.bfloat16 if native else torch.float32)
+    assert loading.resolve_dtype("auto", cpu, None) == torch.float32
+    assert loading.resolve_dtype("fp32", cpu, "bf16") == torch.float32  # an explicit choice wins
+    folder = tmp_path / "bf16-gpt2"
+    shutil.copytree(tiny_model_dir, folder)
+    meta = json.loads((folder / "prompt_expander.json").read_text())
+    (folder / "prompt_expander.json").write_text(json.dumps({**meta, "cpu_dtype": "bf16"}))
+    exp = resident.load_expander(str(folder), resident=False)
+    assert exp.model.dtype == (torch.bfloat16 if native else torch.float32)
+    assert exp.expand("a cat", seed=2).text.startswith("a cat")
+
+
+def test_a_bad_cpu_dtype_is_a_clear_error(tiny_model_dir, tmp_path):
+    import json
+    import shutil
+    folder = tmp_path / "odd-gpt2"
+    shutil.copytree(tiny_model_dir, folder)
+    meta = json.loads((folder / "prompt_expander.json").read_text())
+    (folder / "prompt_expander.json").write_text(json.dumps({**meta, "cpu_dtype": "int4"}))
+    with pytest.raises(ModelLoadError, match="cpu_dtype"):
+        resident.load_expander(str(folder), resident=False)

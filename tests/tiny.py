@@ -67,11 +67,11 @@ def make_lora_dir(base_dir: Path, out: Path, seed: int, r: int = 4, targets=("c_
     from peft import LoraConfig, get_peft_model
     from transformers import GPT2LMHeadModel
 
-    from prompt_expander.model.adapters import ADAPTER_META, base_fingerprint
+    from prompt_expander.model.adapters import ADAPTER_META, base_fingerprint, base_probe
     from prompt_expander.fileio import write_json_atomic
 
     base = GPT2LMHeadModel.from_pretrained(str(base_dir))
-    fp = base_fingerprint(base)
+    fp, probe = base_fingerprint(base), base_probe(base)
     peft_model = get_peft_model(base, LoraConfig(r=r, lora_alpha=2 * r, target_modules=list(targets),
                                                  fan_in_fan_out=True, task_type="CAUSAL_LM"))
     gen = torch.Generator().manual_seed(seed)
@@ -81,5 +81,6 @@ def make_lora_dir(base_dir: Path, out: Path, seed: int, r: int = 4, targets=("c_
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
     peft_model.peft_config["default"].base_model_name_or_path = str(base_dir.name)
     peft_model.save_pretrained(str(out), safe_serialization=True)
-    write_json_atomic(Path(out) / ADAPTER_META, {"base_id": base_dir.name, "base_fingerprint": fp})
+    write_json_atomic(Path(out) / ADAPTER_META, {"base_id": base_dir.name, "base_fingerprint": fp,
+                                                        "base_probe": probe})
     return Path(out)

@@ -107,9 +107,12 @@ class FastGPT2:
     # 2-row step cost 1.16x a 1-row one for the 8x512 candidate, against 2.05x streamed); where a torch
     # build lacks those, streaming wins up to 2 rows, then addmm for the layers and streaming for the head
     # up to 16 rows.
+    # In bf16 (a model's cpu_dtype), pre-packed weights win from 1 row: streaming bf16 ran at half fp32's
+    # speed, and packed bf16 at about twice it (a 60-token 8x512 decode's matmuls: 85 ms against 163 ms).
     LAYER_STREAM_ROWS = 2
     HEAD_STREAM_ROWS = 16
     PACKED_ROWS = 2
+    PACKED_ROWS_BF16 = 1
     LAYER_CHUNKS = 4
     HEAD_CHUNKS = 8
 
@@ -139,7 +142,8 @@ class FastGPT2:
         self.kv = None  # per block: keys and values, [2, rows, heads, positions, head_dim]
         self._streamed: dict[int, tuple] = {}  # id(Conv1D) -> (weight signature, StreamedWeight)
         self._packed: dict = {}  # id(Conv1D) or "head" -> (weight signature, PackedWeight)
-        self._use_packed = False  # this decode multiplies 2 or more rows per step: use self._packed
+        self._use_packed = False  # this decode multiplies enough rows per step to use self._packed
+        self._packed_from = self.PACKED_ROWS  # from how many rows a matmul uses self._packed
         self._head: StreamedWeight | None = None
         self.graphs = None  # graphs.DecodeGraphs, once a CUDA decode with graphs on asks
 
@@ -154,7 +158,7 @@ class FastGPT2:
         out_shape = x.shape[:-1] + (conv.weight.shape[1],)
         n = rows.shape[0]
         streamed = self._streamed.get(id(conv)) if n <= self.LAYER_STREAM_ROWS else None
-        packed = self._packed.get(id(conv)) if self._use_packed and n >= self.PACKED_ROWS else None
+        packed = self._packed.get(id(conv)) if self._use_packed and n >= self._packed_from else None
         if packed is not None:
             fuse_act = activate and self.tanh_gelu
             out = packed[1](rows, conv.bias, tanh_gelu=fuse_act,
@@ -172,7 +176,7 @@ class FastGPT2:
 
     def _prepare_weights(self, rows: int) -> None:
         """Before each decode: lay out the weights on CPU for streaming (see _stream_matmul) and, when the
-        decode has 2 or more rows, pre-pack them for oneDNN (see PackedWeight).
+        decode has 2 or more rows (any number in bf16), pre-pack them for oneDNN (see PackedWeight).
 
         Each copy is made again only when its weight changed: a host moving or casting the model gives it
         new storage, a style mixed in place calls weights_changed() (and bumps the version counter, which
@@ -186,12 +190,16 @@ class FastGPT2:
         def signature(w):
             return (w.data_ptr(), w.dtype, -1 if w.is_inference() else w._version, epoch)
 
-        self._use_packed = rows >= self.PACKED_ROWS and packed_linear_available(self.head.dtype)
+        self._packed_from = self.PACKED_ROWS_BF16 if self.head.dtype == torch.bfloat16 else self.PACKED_ROWS
+        self._use_packed = rows >= self._packed_from and packed_linear_available(self.head.dtype)
+        streaming = not (self._use_packed and self._packed_from <= 1)  # else every matmul of this decode is packed
+        if not streaming:
+            self._streamed = {}
         for block in self.blocks:
             for conv in (block.attn.c_attn, block.attn.c_proj, block.mlp.c_fc, block.mlp.c_proj):
                 w, key = conv.weight, signature(conv.weight)
                 hit = self._streamed.get(id(conv))
-                if hit is None or hit[0] != key:
+                if streaming and (hit is None or hit[0] != key):
                     self._streamed[id(conv)] = (key, StreamedWeight(w.detach().t().contiguous(), self.LAYER_CHUNKS))
                 hit = self._packed.get(id(conv))
                 if self._use_packed and (hit is None or hit[0] != key):
@@ -231,7 +239,7 @@ class FastGPT2:
 
     def _project(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for every vocabulary entry: x @ head.T, the biggest weight read of each step."""
-        if self._use_packed and x.shape[0] >= self.PACKED_ROWS:
+        if self._use_packed and x.shape[0] >= self._packed_from:
             return self._packed["head"][1](x, None)
         if self._head is None or x.shape[0] > self.HEAD_STREAM_ROWS:
             return x @ self.head.t()

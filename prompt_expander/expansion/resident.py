@@ -10,6 +10,7 @@ import torch
 from ..errors import ModelLoadError
 from ..model.loading import (check_weights, folder_signature, load_model, load_tokenizer, resolve_device,
                              resolve_dtype, resolve_model_folder)
+from ..model.meta import ModelMeta
 from .expander import Expander
 
 _cache: dict[tuple, "object"] = {}
@@ -25,7 +26,7 @@ def load_expander(name_or_path=None, device="cpu", dtype="auto", resident: bool 
     """
     folder, model_id = resolve_model_folder(name_or_path)
     dev = resolve_device(device)
-    dt = resolve_dtype(dtype, dev)
+    dt = resolve_dtype(dtype, dev, ModelMeta.read(folder).cpu_dtype if folder.is_dir() else None)
     key = (str(folder), folder_signature(folder), str(dev), str(dt))
     with _lock:
         hit = _cache.get(key) or _weak_cache.get(key)

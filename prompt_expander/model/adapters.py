@@ -51,6 +51,30 @@ def base_fingerprint(model) -> str:
     return h.hexdigest()[:16]
 
 
+def base_probe(model) -> dict:
+    """What identifies a base model in any dtype: its shape, and embedding weights to compare within the dtype's
+    precision. The exact fingerprint cannot: a base run in bf16 on CPU rounds those weights differently."""
+    cfg = model.config
+    emb = model.get_input_embeddings().weight
+    return {"shape": f"{cfg.model_type}|{cfg.vocab_size}|{getattr(cfg, 'n_embd', '')}|{getattr(cfg, 'n_layer', '')}",
+            "values": [round(v, 7) for v in emb[:4, :16].detach().float().cpu().flatten().tolist()]}
+
+
+def fits_base(meta: dict, model) -> bool:
+    """Whether an adapter's metadata names this base: by its probe where it has one (train-lora writes it since
+    the bf16 CPU decode), else by the exact fingerprint that older adapters carry."""
+    probe = meta.get("base_probe")
+    if isinstance(probe, dict) and isinstance(probe.get("values"), list):
+        have = base_probe(model)
+        if probe.get("shape") != have["shape"] or len(probe["values"]) != len(have["values"]):
+            return False
+        rtol = 2 * torch.finfo(model.get_input_embeddings().weight.dtype).eps
+        return torch.allclose(torch.tensor(have["values"], dtype=torch.float64),
+                              torch.tensor(probe["values"], dtype=torch.float64), rtol=rtol, atol=1e-6)
+    want = meta.get("base_fingerprint")
+    return not want or want == base_fingerprint(model)
+
+
 def adapter_signature(path: Path) -> tuple:
     """What tells one version of an adapter folder's files from another: each file's size and mtime."""
     sig = []
@@ -100,8 +124,7 @@ def _load_adapter_deltas(model, path: Path, model_id: str) -> dict[str, torch.Te
     meta_file = path / ADAPTER_META
     if meta_file.is_file():
         meta = json.loads(meta_file.read_text(encoding="utf-8"))
-        want, have = meta.get("base_fingerprint"), base_fingerprint(model)
-        if want and want != have:
+        if not fits_base(meta, model):
             raise AdapterError(f"adapter {path.name!r} was trained for base {meta.get('base_id', base_named)!r}, "
                                f"but the loaded model is {model_id!r}; load it with its own base")
     name = "pe_" + hashlib.sha1(str(path).encode()).hexdigest()[:8]

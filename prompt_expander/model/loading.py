@@ -45,11 +45,29 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
-def resolve_dtype(dtype, device: torch.device) -> torch.dtype:
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AVX-512 BF16 or AMX); elsewhere bf16 is emulated and slower."""
+    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        check = getattr(torch.cpu, probe, None)
+        try:
+            if check is not None and check():
+                return True
+        except Exception:  # a torch build without the probe's kernels
+            pass
+    return False
+
+
+def resolve_dtype(dtype, device: torch.device, cpu_dtype: str | None = None) -> torch.dtype:
+    """The dtype to load in. `auto` is fp16 on CUDA and fp32 elsewhere, except that a model whose card asks for
+    `cpu_dtype: bf16` gets bf16 on a CPU that runs it natively (see ModelMeta.cpu_dtype)."""
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype in (None, "auto"):
-        return torch.float16 if device.type == "cuda" else torch.float32
+        if device.type == "cuda":
+            return torch.float16
+        if device.type == "cpu" and cpu_dtype == "bf16" and cpu_has_native_bf16():
+            return torch.bfloat16
+        return torch.float32
     if dtype not in DTYPES:
         raise ModelLoadError(f"unknown dtype {dtype!r}; use auto, fp32, fp16 or bf16")
     return DTYPES[dtype]

@@ -23,7 +23,12 @@ class ModelMeta:
     known_words: str | None = None
     # Trained on topic-tagged prompts (see topics.tagged): the context names the subject before the prompt.
     topic_tags: bool = False
+    # The dtype `auto` picks on a CPU that multiplies bf16 natively ("bf16"), else fp32: a decode step streams
+    # every weight, so half the bytes is most of twice the speed (docs/benchmarks.md). None: fp32.
+    cpu_dtype: str | None = None
     format: str = "prompt-expander/1"
+
+    CPU_DTYPES = ("fp32", "bf16")
 
     FILE_FIELDS = ("negative_vocabulary", "known_words")  # fields that name a file of the model folder
 
@@ -45,6 +50,8 @@ class ModelMeta:
         for flag in ("lowercase", "topic_tags"):
             if not isinstance(getattr(meta, flag), bool):
                 raise ModelLoadError(f"{path}: {flag!r} must be true or false, got {getattr(meta, flag)!r}")
+        if meta.cpu_dtype is not None and meta.cpu_dtype not in cls.CPU_DTYPES:
+            raise ModelLoadError(f"{path}: 'cpu_dtype' must be one of {cls.CPU_DTYPES}, got {meta.cpu_dtype!r}")
         for name in cls.FILE_FIELDS:
             value = getattr(meta, name)
             if value is not None:

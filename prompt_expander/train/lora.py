@@ -6,7 +6,7 @@ import re
 import time
 from pathlib import Path
 
-from ..model.adapters import ADAPTER_META, base_fingerprint, write_portable_config
+from ..model.adapters import ADAPTER_META, base_fingerprint, base_probe, write_portable_config
 from ..fileio import atomic_path, iter_lines, write_json_atomic, write_text_atomic
 from ..model.meta import ModelMeta, copy_tokenizer_files
 from .loop import add_loop_arguments, loop_config, run_training, save_pretrained_atomic
@@ -78,7 +78,7 @@ def main(args) -> int:
     started = time.time()
     folder, base_id, model, tok = load_base(args.base)
     meta = ModelMeta.read(folder)
-    fingerprint = base_fingerprint(model)
+    fingerprint, probe = base_fingerprint(model), base_probe(model)
     train_file, val_file = _style_files(args, out)
     n_pos = getattr(model.config, "n_positions", 1024)
     row_len = min(n_pos, 128)
@@ -123,7 +123,7 @@ def main(args) -> int:
             save_pretrained_atomic(model, out)
             write_portable_config(out)
             write_json_atomic(out / ADAPTER_META, {"base_id": base_id, "base_fingerprint": fingerprint,
-                                                   "select": args.select})
+                                                   "base_probe": probe, "select": args.select})
             base_metrics = None
             if val_lines:
                 with model.disable_adapter():
