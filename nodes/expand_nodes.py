@@ -30,9 +30,10 @@ OPTIONAL_INPUTS = {
     "negative": ("BOOLEAN", {"default": False,
                              "tooltip": "Treat the text as a negative prompt and add negative terms "
                                         "(models without negative behaviour refuse)."}),
-    "contrast": ("FLOAT", {"default": 0.0, "min": 0.0, "max": MAX_CONTRAST, "step": 0.05,
+    "contrast": ("FLOAT", {"default": 1.0, "min": 0.0, "max": MAX_CONTRAST, "step": 0.05,
                            "tooltip": "Concept-contrastive decoding: above 0, words your prompt makes likelier win "
-                                      "over words any prompt would get. About twice the decode time."}),
+                                      "over words any prompt would get, so the addition is about your subject. "
+                                      "0 turns it off. About 1.1x the decode time."}),
 }
 HIDDEN = {"unique_id": "UNIQUE_ID", "extra_pnginfo": "EXTRA_PNGINFO", "prompt": "PROMPT"}
 

@@ -122,7 +122,7 @@ class PromptExpanderScript(scripts.Script):
             with gr.Row():
                 temperature = gr.Slider(0.0, 2.0, value=0.8, step=0.05, label="Creativity (temperature; 0 = greedy)")
                 budget = gr.Slider(0, 225, value=0, step=1, label="CLIP-token budget (0 = fill the current chunk)")
-                contrast = gr.Slider(0.0, 2.0, value=0.0, step=0.05,
+                contrast = gr.Slider(0.0, 2.0, value=1.0, step=0.05,
                                      label="Contrast (0 = off; favours words your prompt makes likelier)")
             with gr.Row():
                 seed_mode = gr.Radio([webui.SEED_PER_IMAGE, webui.SEED_FIXED], value=webui.SEED_PER_IMAGE,

@@ -255,7 +255,8 @@ def test_the_contrast_input_reaches_the_core_in_every_expand_node(pack, mm):
     assert enc["result"][1] == handle.expander.expand("a castle", seed=5, contrast=0.8,
                                                       count=pack_counter(pack)).text
     spec = pack.NODE_CLASS_MAPPINGS["ExpandPrompt"].INPUT_TYPES()["optional"]["contrast"]
-    assert spec[1]["default"] == 0.0 and spec[1]["max"] == 2.0  # off unless asked: old workflows are unchanged
+    # On by default at the shipped default model's own setting; a saved workflow keeps the value it was saved with.
+    assert spec[1]["default"] == 1.0 and spec[1]["max"] == 2.0
 
 
 def pack_counter(pack):

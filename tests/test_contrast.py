@@ -47,3 +47,35 @@ def test_contrast_is_seeded_changes_the_text_and_keeps_the_users_words(expander)
 def test_a_bad_contrast_is_a_clear_error(expander, bad):
     with pytest.raises(InputError, match="contrast"):
         expander.expand("a castle", seed=0, contrast=bad)
+
+
+def test_an_expansion_without_a_contrast_uses_the_models_own(tiny_model_dir, tmp_path):
+    """The model card's `contrast` is the default; a caller's number wins, and results record the number used."""
+    import json
+    import shutil
+    from prompt_expander.expansion import resident
+    folder = tmp_path / "contrast-gpt2"
+    shutil.copytree(tiny_model_dir, folder)
+    meta = json.loads((folder / "prompt_expander.json").read_text())
+    (folder / "prompt_expander.json").write_text(json.dumps({**meta, "contrast": 0.7}))
+    exp = resident.load_expander(str(folder), resident=False)
+    own = exp.expand("a red fox in the snow", seed=5)
+    assert own.settings["contrast"] == 0.7
+    assert own.text == exp.expand("a red fox in the snow", seed=5, contrast=0.7).text
+    assert exp.expand("a red fox in the snow", seed=5, contrast=0).settings["contrast"] == 0
+    plain = resident.load_expander(str(tiny_model_dir), resident=False)
+    assert plain.expand("a red fox in the snow", seed=5).settings["contrast"] == 0.0
+
+
+@pytest.mark.parametrize("bad", [-1, 3.0, "strong", True])
+def test_a_bad_model_contrast_is_a_clear_error(tiny_model_dir, tmp_path, bad):
+    import json
+    import shutil
+    from prompt_expander.errors import ModelLoadError
+    from prompt_expander.expansion import resident
+    folder = tmp_path / "bad-contrast"
+    shutil.copytree(tiny_model_dir, folder)
+    meta = json.loads((folder / "prompt_expander.json").read_text())
+    (folder / "prompt_expander.json").write_text(json.dumps({**meta, "contrast": bad}))
+    with pytest.raises(ModelLoadError, match="contrast"):
+        resident.load_expander(str(folder), resident=False)

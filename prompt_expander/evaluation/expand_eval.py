@@ -152,7 +152,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=int, default=4, help="expansions per input (seeds 0..k-1)")
     p.add_argument("--limit", type=int, default=200, help="use the first N inputs (default 200)")
     p.add_argument("--temperature", type=float, default=0.8)
-    p.add_argument("--contrast", type=float, default=0.0, help="concept-contrastive decoding lambda (0 = off)")
+    p.add_argument("--contrast", type=float, default=None,
+                   help="concept-contrastive decoding lambda (0 = off; default: the model's own)")
     p.add_argument("--reference-prompts", default=None,
                    help="validation prompts for the human reference figures (e.g. runs/data/val.txt)")
     p.add_argument("--known-words", default=None,
@@ -176,7 +177,8 @@ def main(args) -> int:
     exp = load_expander(args.model)
     report = expand_eval(exp, inputs, args.seeds, args.lora, embedder, known, temperature=args.temperature,
                          contrast=args.contrast)
-    report["model"], report["loras"], report["contrast"] = exp.model_id, args.lora, args.contrast
+    report["model"], report["loras"], report["contrast"] = (exp.model_id, args.lora,
+                                                          exp.meta.contrast if args.contrast is None else args.contrast)
     if args.reference_prompts and embedder is not None:
         report["reference_similarity"] = reference_similarity(embedder, args.reference_prompts)
         human = human_reference(embedder, args.reference_prompts)

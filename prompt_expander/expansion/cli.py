@@ -22,9 +22,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, default=0.8, help="creativity; <= 0 is greedy (default 0.8)")
     p.add_argument("--top-k", type=int, default=50, help="sample from the k likeliest tokens; 0 = off (default 50)")
     p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass in (0, 1] (default 0.95)")
-    p.add_argument("--contrast", type=float, default=0.0, metavar="LAMBDA",
-                   help="concept-contrastive decoding, 0 (off, default) to 2: favour words the prompt makes likelier "
-                        "than they are with no prompt, over generic filler")
+    p.add_argument("--contrast", type=float, default=None, metavar="LAMBDA",
+                   help="concept-contrastive decoding, 0 (off) to 2: favour words the prompt makes likelier than they "
+                        "are with no prompt, over generic filler (default: the model's own; 1.0 for the shipped one)")
     p.add_argument("--max-tokens", type=int, default=0,
                    help="CLIP tokens the expansion may add; 0 fills the current 75-token chunk (default)")
     p.add_argument("--no-safe", action="store_true", help="allow NSFW words to be added (never censors your words)")

@@ -5,7 +5,7 @@ import math
 import random
 import re
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -44,7 +44,9 @@ class ExpandSettings:
     positive_bias: float = 2.0
     min_new_tokens: int = 4
     negative: bool = False
-    contrast: float = 0.0  # lambda of concept-contrastive decoding: log p(x | input) - lambda * log p(x | no input)
+    # lambda of concept-contrastive decoding: log p(x | input) - lambda * log p(x | no input);
+    # None: the model's own (ModelMeta.contrast). Results record the number used.
+    contrast: float | None = None
     fast: bool = True  # False runs the stock transformers generate() loop (the reference)
 
     def validated(self) -> "ExpandSettings":
@@ -56,7 +58,7 @@ class ExpandSettings:
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not (0 < p <= 1):
             raise InputError(f"top_p must be in (0, 1], got {p!r}")
         c = self.contrast
-        if isinstance(c, bool) or not isinstance(c, (int, float)) or not (0 <= c <= MAX_CONTRAST):
+        if c is not None and (isinstance(c, bool) or not isinstance(c, (int, float)) or not (0 <= c <= MAX_CONTRAST)):
             raise InputError(f"contrast must be a number from 0 (off) to {MAX_CONTRAST}, got {c!r}")
         if isinstance(self.budget, bool) or not isinstance(self.budget, int) or self.budget < 0:
             raise InputError(f"budget must be a whole number of CLIP tokens >= 0 (0 = auto), got {self.budget!r}")
@@ -280,6 +282,8 @@ class Expander:
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_VARIATIONS:
             raise InputError(f"number of variations must be from 1 to {MAX_VARIATIONS}, got {n!r}")
         settings = make_settings(**kw)
+        if settings.contrast is None:
+            settings = replace(settings, contrast=self.meta.contrast)
         base_seed = normalise_seed(seed)
         seeds = [normalise_seed(base_seed + i) for i in range(n)]
         count_fn = approx_clip_tokens if count in (None, approx_clip_tokens) else checked_counter(count)

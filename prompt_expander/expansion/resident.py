@@ -26,7 +26,8 @@ def load_expander(name_or_path=None, device="cpu", dtype="auto", resident: bool 
     """
     folder, model_id = resolve_model_folder(name_or_path)
     dev = resolve_device(device)
-    dt = resolve_dtype(dtype, dev, ModelMeta.read(folder).cpu_dtype if folder.is_dir() else None)
+    asks_model = dtype in (None, "auto") and dev.type == "cpu" and folder.is_dir()
+    dt = resolve_dtype(dtype, dev, ModelMeta.read(folder).cpu_dtype if asks_model else None)
     key = (str(folder), folder_signature(folder), str(dev), str(dt))
     with _lock:
         hit = _cache.get(key) or _weak_cache.get(key)

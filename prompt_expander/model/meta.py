@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from ..errors import ModelLoadError
+from ..limits import MAX_CONTRAST
 
 META_FILE = "prompt_expander.json"
 TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
@@ -26,6 +27,8 @@ class ModelMeta:
     # The dtype `auto` picks on a CPU that multiplies bf16 natively ("bf16"), else fp32: a decode step streams
     # every weight, so half the bytes is most of twice the speed (docs/benchmarks.md). None: fp32.
     cpu_dtype: str | None = None
+    # The contrast (concept-contrastive decoding's lambda) an expansion uses when its caller names none.
+    contrast: float = 0.0
     format: str = "prompt-expander/1"
 
     CPU_DTYPES = ("fp32", "bf16")
@@ -50,6 +53,9 @@ class ModelMeta:
         for flag in ("lowercase", "topic_tags"):
             if not isinstance(getattr(meta, flag), bool):
                 raise ModelLoadError(f"{path}: {flag!r} must be true or false, got {getattr(meta, flag)!r}")
+        c = meta.contrast
+        if isinstance(c, bool) or not isinstance(c, (int, float)) or not 0 <= c <= MAX_CONTRAST:
+            raise ModelLoadError(f"{path}: 'contrast' must be a number from 0 to {MAX_CONTRAST}, got {c!r}")
         if meta.cpu_dtype is not None and meta.cpu_dtype not in cls.CPU_DTYPES:
             raise ModelLoadError(f"{path}: 'cpu_dtype' must be one of {cls.CPU_DTYPES}, got {meta.cpu_dtype!r}")
         for name in cls.FILE_FIELDS:
