@@ -79,3 +79,23 @@ def test_a_bad_model_contrast_is_a_clear_error(tiny_model_dir, tmp_path, bad):
     (folder / "prompt_expander.json").write_text(json.dumps({**meta, "contrast": bad}))
     with pytest.raises(ModelLoadError, match="contrast"):
         resident.load_expander(str(folder), resident=False)
+
+
+def test_plausibility_is_judged_against_the_best_token_the_row_may_write(expander):
+    """When the conditional model's favourite is banned (the user's own word, say), contrast ranks the tokens
+    within reach of the best allowed one; judged against the banned one, none passed and the row ended at once."""
+    from prompt_expander.expansion.sampling import RowDecoder
+    from prompt_expander.expansion.vocab import BanTable
+    vocab = expander.vocab
+    n = expander.model.config.vocab_size
+    words = [t for t in range(n) if vocab.starts_word[t] and not vocab.forbidden[t] and t != vocab.eos_id][:3]
+    favourite, second, third = words
+    bans = BanTable()
+    bans.add([favourite])
+    conditional = torch.full((1, n), -30.0)
+    conditional[0, favourite], conditional[0, second], conditional[0, third] = 0.0, -3.0, -3.5  # 5% and 3% of it
+    unconditional = torch.zeros((1, n))
+    rows = RowDecoder(vocab, bans, [0], temperature=0.8, top_k=50, top_p=0.95, budget=75, count=len,
+                      separator=", ", min_new_tokens=0, max_new_tokens=8, contrast=1.0)
+    chosen = rows.choose(conditional, unconditional).item()
+    assert chosen in (second, third) and not rows.done[0]

@@ -63,6 +63,7 @@ def contrastive_scores(logits: torch.Tensor, unconditional: torch.Tensor, weight
     likely gain. Ranking only tokens within CONTRAST_PLAUSIBILITY of the top one (Li et al. 2023's adaptive
     plausibility) keeps the contrast from promoting tokens that are merely rare without the input."""
     conditional = logits.log_softmax(dim=-1)
+    conditional = conditional.masked_fill(conditional.isnan(), -math.inf)  # a row with every token banned
     scores = conditional - weight * unconditional.log_softmax(dim=-1)
     floor = conditional.max(dim=-1, keepdim=True).values + math.log(CONTRAST_PLAUSIBILITY)
     return scores.masked_fill(conditional < floor, -math.inf)
@@ -125,8 +126,6 @@ class RowDecoder:
         With `contrast` > 0, `unconditional` holds the same rows' logits without the user's text (see
         contrastive_scores)."""
         logits = logits.float()
-        if self.contrast > 0 and unconditional is not None:
-            logits = contrastive_scores(logits, unconditional.float(), self.contrast)
         vocab_n = logits.size(-1)
         if self._mask_device != logits.device:
             # The columns, not a vocabulary-wide mask: a few dozen writes instead of a pass over every logit.
@@ -166,6 +165,10 @@ class RowDecoder:
                 nxt = self.boost.single_tokens() | self.boost.banned_after(self.tokens[r])
                 if nxt:
                     logits[r, [t for t in nxt if t < vocab_n]] += self.boost_value
+        if self.contrast > 0 and unconditional is not None:
+            # After the bans: plausibility is judged against the best token the row may still write. Judged
+            # against a banned one (the user's own word, say), nothing may pass and the row ends at once.
+            logits = contrastive_scores(logits, unconditional.float(), self.contrast)
         if self.greedy:
             best, choice = logits.max(dim=-1)
         else:
