@@ -7,26 +7,32 @@ from pathlib import Path
 import pytest
 
 from prompt_expander.expansion.resident import load_expander
+from prompt_expander.model.loading import cpu_has_native_bf16
 from prompt_expander.paths import BUNDLED_LORAS, DEFAULT_MODEL
 
 ROOT = Path(__file__).resolve().parent.parent
 
 # Recorded with the shipped weights; .ci/run checks them under transformers 4.30.2 and the latest release.
+# The default loads in bf16 on a CPU with native bf16 (its cpu_dtype), else in fp32: both are recorded.
 EXPECTED = {
-    ('woman portrait', 0, ()):
-        'woman portrait, black and white, hyper-realistic, photo realistic, 4k, detailed, highly detailed, face, smooth, sharp focus, high definition, canon eos 50mm, unreal engine 5, ultra wide angle, 8k',
-    ('woman portrait', 1, ()):
-        'woman portrait, illustration, artstation, art by yoji shinkawa and mark brooks, detailed, art nouveau, alphonse mucha, concept art, 4k, 8k, trending on artstation, smooth, sharp focus, digital illustration, character design, volumetric lighting, fantasy artwork, ray tracing, artgerm, wlop, greg rutkowski, dan mumford',
-    ('a castle on a hill', 7, ('photo',)):
-        'a castle on a hill, a fantasy digital painting, 4k, high-resolution photograph, very realistic, very detailed, stunning, by greg rutkowski and thomas kinkade, trending on artstation, masterpiece, 8k, hd, high resolution, ultra detailed, good lighting, beautiful, gorgeous, elegant, art by stanley lau and artgerm',
-    ('a castle on a hill', 7, ('anime',)):
-        'a castle on a hill, a matte painting by studio ghibli, makoto shinkai, highly detailed, fantasy art, matte drawing, matte, digital painting, concept art, trending on artstation, smooth, sharp focus, vibrant colors, award winning artwork, breathtaking sky background, 4k, unreal engine 5, hyperrealistic, wlop, krenz cushart, pixiv',
+    ('bf16', 'woman portrait', 0, ()):
+        'woman portrait, wearing a dress, art by ilya kuvshinov and wlop, digital art, highly detailed, dynamic shadows, 4k, realistic, octane render, trending on artstation, unreal engine, painterly style, trending, rich deep colors. art by artgerm, rossdraws, thomas kinkade, james gurney, norman rockwell, greg rutkowski',
+    ('bf16', 'woman portrait', 1, ()):
+        'woman portrait, wearing a dress made of flowers, art by studio ghibli and j. c. leyendecker and greg rutkowski, high detail, full-body shot, smooth, sharp focus, illustration, painting, concept art, masterpiece, cinematic, pinterest trending on artstation, artbook, wallpaper, intricately detailed, 8k, cozy background',
+    ('bf16', 'a castle on a hill', 7, ('photo',)):
+        'a castle on a hill, surrounded by mountains and golden buildings, high up angle, trending on artstation, 50mm, by noah bradley trending on cgsociety, deviantart, high detail, high definiton, realistic painting, hyper realistic, 4k hd wallpaper, realistic lighting, realistic cinematic, cinematic composition',
+    ('bf16', 'a castle on a hill', 7, ('anime',)):
+        'a castle on a hill, surrounded by mountains in the distance, landscape, cinematic, ray tracing, unreal engine, anime art style, 8k, octane render, hyper realistic, digital painting, art station, award winning, anime, vibrant, colorful, soft light, epic, by greg rutkowski, deviantart and instagram',
+    ('fp32', 'woman portrait', 0, ()):
+        'woman portrait, wearing a feathered cloak and a fancy hat, oil painting by rembrandt and van rijn, cinematic, dynamic pose, artstation, fantasy, dramatic, dynamic light, concept art, sharp, details, league of legends splash art, league outlines, octane render, 8k hd wallpaper, by ilya kuvshinov, artgerm',
+    ('fp32', 'a castle on a hill', 7, ('photo',)):
+        'a castle on a hill, surrounded by mountains and golden buildings, high up angle, trending on artstation, cgsociety, octane render, 4k, unreal engine, cinematic, hyper realism, octane renderer, sharp focus, octane cinema 4d, fantasy style, volumetric lighting, epic light, award winning photography, ultra high quality image',
 }
 
 
 def test_default_model_is_shipped_small_and_documented():
     weights = DEFAULT_MODEL / "model.safetensors"
-    assert weights.is_file() and weights.stat().st_size <= 40 * 1024 * 1024
+    assert weights.is_file() and weights.stat().st_size <= 64 * 1000 * 1000
     card = (DEFAULT_MODEL / "README.md").read_text()
     for words in ("Data", "Tokenizer", "tokens seen", "machine", "bits per byte", "train-base"):
         assert words in card
@@ -45,9 +51,16 @@ def test_cli_uses_the_default_model_with_no_flags():
 
 @pytest.mark.parametrize("key", list(EXPECTED))
 def test_shipped_expansions_are_exact(key):
-    text, seed, styles = key
-    result = load_expander(None).expand(text, seed=seed, styles=list(styles)).text
+    dtype, text, seed, styles = key
+    if dtype == "bf16" and not cpu_has_native_bf16():
+        pytest.skip("the bf16 strings were recorded on a CPU that multiplies bf16 natively")
+    result = load_expander(None, dtype=dtype).expand(text, seed=seed, styles=list(styles)).text
     assert result == EXPECTED[key]
+
+
+def test_auto_is_bf16_where_the_cpu_runs_it_and_fp32_elsewhere():
+    want = "torch.bfloat16" if cpu_has_native_bf16() else "torch.float32"
+    assert str(load_expander(None).model.dtype) == want
 
 
 def test_styles_shift_the_same_seed():
