@@ -71,6 +71,7 @@ def test_second_call_is_a_cache_hit_without_disk_reads(tiny_model_dir, monkeypat
         raise AssertionError("disk read on a warm call")
     monkeypatch.setattr(resident, "load_model", boom)
     monkeypatch.setattr(resident, "load_tokenizer", boom)
+    monkeypatch.setattr(resident.ModelMeta, "read", boom)  # `auto` asks the card for its cpu_dtype once
     assert resident.load_expander(str(tiny_model_dir)) is first
     assert first.expand("a cat", seed=1).text == first.expand("a cat", seed=1).text
 

@@ -18,6 +18,17 @@ _weak_cache: "weakref.WeakValueDictionary[tuple, object]" = weakref.WeakValueDic
 _lock = threading.RLock()
 
 
+_cpu_dtypes: dict[tuple, str | None] = {}
+
+
+def _cpu_dtype(folder, signature) -> str | None:
+    """The model card's cpu_dtype, read once per version of the folder's files: a warm call reads no file."""
+    key = (str(folder), signature)
+    if key not in _cpu_dtypes:
+        _cpu_dtypes[key] = ModelMeta.read(folder).cpu_dtype
+    return _cpu_dtypes[key]
+
+
 def load_expander(name_or_path=None, device="cpu", dtype="auto", resident: bool = True):
     """The resident Expander for a model; a second call with the same files, device and dtype is a dict lookup.
 
@@ -26,9 +37,10 @@ def load_expander(name_or_path=None, device="cpu", dtype="auto", resident: bool 
     """
     folder, model_id = resolve_model_folder(name_or_path)
     dev = resolve_device(device)
+    signature = folder_signature(folder)
     asks_model = dtype in (None, "auto") and dev.type == "cpu" and folder.is_dir()
-    dt = resolve_dtype(dtype, dev, ModelMeta.read(folder).cpu_dtype if asks_model else None)
-    key = (str(folder), folder_signature(folder), str(dev), str(dt))
+    dt = resolve_dtype(dtype, dev, _cpu_dtype(folder, signature) if asks_model else None)
+    key = (str(folder), signature, str(dev), str(dt))
     with _lock:
         hit = _cache.get(key) or _weak_cache.get(key)
         if hit is not None:
