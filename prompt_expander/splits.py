@@ -6,7 +6,8 @@ from collections import Counter
 
 _SPLIT_DIGITS = re.compile(r"(?<=\d) (?=\d)")
 _SPLIT_UNIT = re.compile(r"(?<=\d) (?=(?:k|d|s|mm|px|p|fps|th|st|nd|rd)\b)")
-_SPLIT_DECIMAL = re.compile(r"(?<=\d)\. (?=\d)")
+# "f 1. 4" is a split decimal; "engine 5. 24mm film" a phrase that ended on a number.
+_SPLIT_DECIMAL = re.compile(r"(?<=\d)\. (?=\d+(?!\w))")
 # Only the first halves of compounds: a " - " after any other word may be a separator ("a cat - digital art").
 _SPLIT_HYPHEN = re.compile(
     r"\b(sci|award|close|hyper|highly|full|ultra|well|post|dream|neo|real|top|photo|low|high|semi|super|mid|half"
@@ -24,9 +25,9 @@ def tidy_splits(text: str) -> str:
     """Undo a corpus artefact: one source split digits and hyphens off, so '8 k', '8 0 s', 'f 1. 4', 'c 4 d',
     'ue 5', 'award - winning' read as '8k', '80s', 'f 1.4', 'c4d', 'ue5', 'award-winning'."""
     text = _SPLIT_HYPHEN.sub(r"\1-", text)
-    text = _SPLIT_DECIMAL.sub(".", text)
     text = _SPLIT_DIGITS.sub("", text)
     text = _SPLIT_UNIT.sub("", text)
+    text = _SPLIT_DECIMAL.sub(".", text)  # after the units: "5. 2 4 mm" is "5. 24mm", no decimal
     return _SPLIT_NAME.sub(r"\1", text)
 
 

@@ -255,3 +255,15 @@ def test_known_words_are_read_once_and_a_missing_file_is_a_clear_error(tiny_mode
     assert exp.known_words() == {"castle", "hill"} and exp.known_words() is exp.known_words()
     for seed in range(3):  # a random model's words are all unknown: everything it adds is dropped
         assert exp.expand("a castle", seed=seed).added == ""
+
+
+def test_period_joined_modifiers_are_checked_one_by_one_and_come_back_comma_joined():
+    from prompt_expander.expansion.expander import Expander
+    from prompt_expander.expansion.syntax import parse_prompt
+    from prompt_expander.wordlists import WordMatcher
+    known = frozenset({"trending", "on", "artstation", "hd", "masterpiece", "sharp", "focus", "by", "ralph"})
+    added = "trending on artstation hd. masterpiece. by ralph mcquarrie, masterpiece. sharp focus."
+    args = (10**6, len, WordMatcher([]), parse_prompt("a tornado"))
+    # the repeat of "masterpiece" goes, and only the modifier with the unknown word, not its whole sentence run
+    assert Expander.finish(added, *args, known) == "trending on artstation hd, masterpiece, sharp focus"
+    assert Expander.finish(added, *args) == "trending on artstation hd, masterpiece, by ralph mcquarrie, sharp focus"

@@ -1,5 +1,5 @@
 """Mending a source whose digits and hyphens were split off by a detokeniser."""
-from prompt_expander.splits import HyphenCompounds, looks_split, mend_split_text
+from prompt_expander.splits import HyphenCompounds, looks_split, mend_split_text, tidy_splits
 
 ORDINARY = ["a close-up of a fox, award-winning photo, kim jong-un, hyper-realistic",
             "close-up portrait, award-winning, hyper-realistic, a cat - digital art"] * 3
@@ -33,3 +33,9 @@ def test_a_split_prompt_is_told_from_an_ordinary_one():
     assert looks_split("still of the 1 9 7 8 film")
     assert not looks_split("a close-up of a fox, award-winning photo, a cat - digital art")
     assert not looks_split("a cat on a mat, 8k, highly detailed")
+
+
+def test_a_phrase_that_ends_on_a_number_is_not_a_split_decimal():
+    assert tidy_splits("f 1. 4, iso 1. 2 5") == "f 1.4, iso 1.25"
+    assert tidy_splits("unreal engine 5. 24mm film") == "unreal engine 5. 24mm film"
+    assert tidy_splits("unreal engine 5. 2 4 mm film") == "unreal engine 5. 24mm film"

@@ -100,3 +100,17 @@ def test_modifiers_that_differ_only_in_spacing_hyphens_or_an_ending_are_the_same
         assert modifier_key(a) == modifier_key(b), (a, b)
     assert modifier_key("cat") != modifier_key("cats ears") and modifier_key("red") == "red"
     assert modifier_key("bus") == "bus" and modifier_key("arts") == "arts"  # short words keep their ending
+
+
+@pytest.mark.parametrize("added, modifiers", [
+    ("artstation hd. masterpiece, masterpiece. 8k.", ["artstation hd", "masterpiece", "masterpiece", "8k"]),
+    ("award winning... cinematic lighting", ["award winning", "cinematic lighting"]),
+    # initials, abbreviations and numbers keep their periods
+    ("h.r. giger, j. c. leyendecker, f/1.8", ["h.r. giger", "j. c. leyendecker", "f/1.8"]),
+    ("st. louis at night. art by dr. seuss", ["st. louis at night", "art by dr. seuss"]),
+    ("unreal engine 5. 24mm film, version 1.5. ok", ["unreal engine 5", "24mm film", "version 1.5", "ok"]),
+    ("  , sharp  focus ,", ["sharp focus"]),
+])
+def test_a_period_that_ends_a_phrase_splits_modifiers_as_a_comma_does(added, modifiers):
+    from prompt_expander.expansion.syntax import split_modifiers
+    assert split_modifiers(added) == modifiers

@@ -346,7 +346,8 @@ class Expander:
     def finish(added: str, budget: int, count_fn, blocked: WordMatcher, prompt: syntax.ParsedPrompt,
                known: frozenset | None = None, allowed=()) -> str:
         """Clean the decoded addition: no syntax, no repeated (see syntax.modifier_key), blocked or broken
-        modifier, no dangling ending.
+        modifier, no dangling ending. Modifiers are those of syntax.split_modifiers, and come back joined by
+        commas.
 
         For a model that lists its `known` words, a split compound it lists is joined ('william - adolphe'
         becomes 'william-adolphe'), and a modifier is dropped when it holds a fragment (see
@@ -358,8 +359,7 @@ class Expander:
         allowed_words = {w for text in allowed for w in words_in(text)}
         seen = {syntax.modifier_key(s) for s in prompt.segments}
         segments = []
-        for seg in added.split(","):
-            seg = " ".join(seg.split())
+        for seg in syntax.split_modifiers(added):
             key = syntax.modifier_key(seg)  # "volumetric light" repeats "volumetric lighting"
             # a lone character ("8", "d") is a cut-off fragment, not a modifier
             if len(seg) <= 1 or key in seen or (blocked and blocked.search(seg)) \

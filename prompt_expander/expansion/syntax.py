@@ -105,6 +105,30 @@ def sanitize_added(text: str) -> str:
     return ", ".join(p for p in parts if p)
 
 
+# Abbreviations whose period ends no sentence: "st. louis", "dr. seuss", "no. 5".
+_ABBREVIATIONS = frozenset("st dr mr mrs ms jr sr vs ft feat no vol mt prof gen lt capt sgt col rev fig op ca "
+                           "approx etc inc co ltd".split())
+# A period that ends a phrase: after a number or a word of two or more characters, before a space or the end.
+# "h.r. giger", "j. c. leyendecker" and "f/1.8" keep theirs.
+_SENTENCE_END = re.compile(r"(?:(?<=\w\w)|(?<=\d))\.+(?=\s|$)")
+
+
+def split_modifiers(text: str) -> list[str]:
+    """The modifiers of an addition: its comma segments, with a segment cut again where a period ends a
+    phrase ("artstation hd. masterpiece. 8k."), so that each is checked, de-duplicated and joined alone."""
+    out = []
+    for seg in text.split(","):
+        start = 0
+        for m in _SENTENCE_END.finditer(seg):
+            word = seg[:m.start()].rsplit(None, 1)[-1].lower() if seg[:m.start()].split() else ""
+            if word in _ABBREVIATIONS:
+                continue
+            out.append(seg[start:m.start()])
+            start = m.end()
+        out.append(seg[start:])
+    return [" ".join(s.split()) for s in out if s.strip()]
+
+
 _STOPWORDS = frozenset(
     "a an the of and or with by in on at to for from as is are be it its this that these those into onto over "
     "under very very much more most some any no not his her their our your my he she they we you i me him them "
