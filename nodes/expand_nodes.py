@@ -77,6 +77,10 @@ def clip_counter(clip):
     return count
 
 
+DTYPE_TOOLTIP = ("auto = fp16 on GPUs that ComfyUI runs in fp16, fp32 on CPU. bf16 is faster on CPUs with "
+                 "native bf16, but its text may differ between CPU models.")
+
+
 class LoadPromptExpander:
     DESCRIPTION = "Loads a GPT-2 prompt expander once and keeps it resident under ComfyUI's memory manager."
     CATEGORY = CATEGORY
@@ -91,8 +95,7 @@ class LoadPromptExpander:
                                         "tooltip": "Bundled default, or a folder in models/prompt_expander."}),
             "device": (["auto", "cpu", "gpu"], {"default": "auto",
                                                 "tooltip": "auto = where ComfyUI runs text encoders."}),
-            "dtype": (["auto", "fp32", "fp16", "bf16"], {"default": "auto",
-                                                         "tooltip": "auto = fp16 on GPUs that ComfyUI runs in fp16."}),
+            "dtype": (["auto", "fp32", "fp16", "bf16"], {"default": "auto", "tooltip": DTYPE_TOOLTIP}),
         }}
 
     @classmethod

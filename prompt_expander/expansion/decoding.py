@@ -102,17 +102,15 @@ class FastGPT2:
     """
 
     SUPPORTED = ("gpt2",)
-    # Decode steps on CPU multiply a handful of rows by each weight. Measured: streaming the weights
-    # (see _stream_matmul) wins at 1 row; from 2 rows pre-packed oneDNN weights win (see PackedWeight: a
-    # 2-row step cost 1.16x a 1-row one for the 8x512 candidate, against 2.05x streamed); where a torch
-    # build lacks those, streaming wins up to 2 rows, then addmm for the layers and streaming for the head
-    # up to 16 rows.
-    # In bf16 (a model's cpu_dtype), pre-packed weights win from 1 row: streaming bf16 ran at half fp32's
-    # speed, and packed bf16 at about twice it (a 60-token 8x512 decode's matmuls: 85 ms against 163 ms).
+    # Decode steps on CPU multiply a handful of rows by each weight. Where this torch build can pre-pack
+    # weights for oneDNN (see PackedWeight), every matmul uses them, one row included. Measured on the 8x512
+    # default, 1 row, a full expand(): on an Intel Xeon with AMX, packed 459 ms against 799 ms streamed
+    # in fp32, and 291 against 347 ms in bf16; on the AMD EPYC where streaming was chosen, a 2-row packed
+    # step cost 1.16x a 1-row streamed one. Where packing is unavailable, streaming wins up to 2 rows, then
+    # addmm for the layers and streaming for the head up to 16 rows.
     LAYER_STREAM_ROWS = 2
     HEAD_STREAM_ROWS = 16
-    PACKED_ROWS = 2
-    PACKED_ROWS_BF16 = 1
+    PACKED_ROWS = 1
     LAYER_CHUNKS = 4
     HEAD_CHUNKS = 8
 
@@ -175,12 +173,12 @@ class FastGPT2:
         return out if residual is None else residual + out
 
     def _prepare_weights(self, rows: int) -> None:
-        """Before each decode: lay out the weights on CPU for streaming (see _stream_matmul) and, when the
-        decode has 2 or more rows (any number in bf16), pre-pack them for oneDNN (see PackedWeight).
+        """Before each decode: pre-pack the weights on CPU for oneDNN (see PackedWeight) where this torch can,
+        else lay them out for streaming (see _stream_matmul).
 
         Each copy is made again only when its weight changed: a host moving or casting the model gives it
         new storage, a style mixed in place calls weights_changed() (and bumps the version counter, which
-        tensors made under inference_mode lack). Packed copies are made only once a multi-row decode asks.
+        tensors made under inference_mode lack).
         """
         if self.head.device.type != "cpu":
             self._streamed, self._packed, self._head, self._use_packed = {}, {}, None, False
@@ -190,7 +188,7 @@ class FastGPT2:
         def signature(w):
             return (w.data_ptr(), w.dtype, -1 if w.is_inference() else w._version, epoch)
 
-        self._packed_from = self.PACKED_ROWS_BF16 if self.head.dtype == torch.bfloat16 else self.PACKED_ROWS
+        self._packed_from = self.PACKED_ROWS
         self._use_packed = rows >= self._packed_from and packed_linear_available(self.head.dtype)
         streaming = not (self._use_packed and self._packed_from <= 1)  # else every matmul of this decode is packed
         if not streaming:

@@ -25,7 +25,9 @@ class ModelMeta:
     # Trained on topic-tagged prompts (see topics.tagged): the context names the subject before the prompt.
     topic_tags: bool = False
     # The dtype `auto` picks on a CPU that multiplies bf16 natively ("bf16"), else fp32: a decode step streams
-    # every weight, so half the bytes is most of twice the speed (docs/benchmarks.md). None: fp32.
+    # every weight, so half the bytes is most of twice the speed (docs/benchmarks.md). None: fp32. bf16's text
+    # depends on the CPU's kernels (AMX and AVX-512 BF16 round differently); fp32's was the same on every CPU
+    # tried, which is why the shipped default asks for fp32.
     cpu_dtype: str | None = None
     # The contrast (concept-contrastive decoding's lambda) an expansion uses when its caller names none.
     contrast: float = 0.0
