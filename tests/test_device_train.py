@@ -8,6 +8,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.tiny import corpus
 
@@ -46,7 +47,7 @@ def test_a_device_run_comes_back_as_fp16_parts_that_load(tmp_path):
         tar.extractall(tmp_path / "back")
     model = tmp_path / "back" / "tiny"
     assert not (model / "checkpoint").exists() and not (model / "cache").exists()
-    assert {v.dtype for v in load_file(model / "model.safetensors").values()} == {__import__("torch").float16}
+    assert {v.dtype for v in load_file(model / "model.safetensors").values()} == {torch.float16}
     assert (tmp_path / "gpu" / "train.txt").is_file()  # unpacked once, for the next run on the machine
     load_expander(str(model)).expand("a castle", seed=1)
 

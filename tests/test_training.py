@@ -249,3 +249,22 @@ def test_resume_never_unpickles_code(data_dir, tmp_path):
     r = cli("train-base", data_dir, "--out", out, "--resume", *flags)
     assert not marker.exists()
     assert r.returncode == 1 and "weights_only" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+
+
+def test_save_dtype_fp16_saves_half_the_bytes_with_tied_embeddings_kept_one_tensor(data_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    from prompt_expander.expansion.resident import load_expander
+    runs = {}
+    for dtype in ("fp32", "fp16"):
+        out = tmp_path / dtype
+        r = cli("train-base", data_dir, "--out", out, "--steps", "2", "--save-every", "100", "--eval-every", "100",
+                "--save-dtype", dtype, *BASE_FLAGS)
+        assert r.returncode == 0, r.stderr[-2000:]
+        runs[dtype] = load_file(out / "model.safetensors")
+        assert f"weights saved in {dtype}" in (out / "README.md").read_text()
+    assert runs["fp32"].keys() == runs["fp16"].keys()
+    assert {v.dtype for v in runs["fp16"].values()} == {torch.float16}
+    for k, v in runs["fp32"].items():  # the same run: the fp16 file is the fp32 weights, rounded
+        torch.testing.assert_close(runs["fp16"][k].float(), v, rtol=1e-3, atol=1e-3)
+    load_expander(str(tmp_path / "fp16")).expand("a castle", seed=1)

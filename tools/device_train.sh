@@ -5,8 +5,9 @@
 #
 # Reads the corpus from $DATA (default gpu/: train.txt or train.txt.xz, and val.txt), carried there by the
 # device tool (see docs/specificity.md, "Plan for the GPU session"). Writes $OUT/NAME.log and
-# $OUT/NAME.tar.part-aa, -ab, ... (15 MiB each; `cat NAME.tar.part-* | tar -x` here). The tokenizer cache and
-# the checkpoint stay behind: the folder that comes back is the model, as `save_pretrained` writes it, in fp16.
+# $OUT/NAME.tar.part-aa, -ab, ... (15 MiB each; `cat NAME.tar.part-* | tar -x` here). The weights are saved in
+# fp16 (an 8x512 model is 118 MB in fp32, and at most 64 MiB comes back; a later --save-dtype wins), and the
+# tokenizer cache and the checkpoint stay behind: the folder that comes back is the model.
 set -euo pipefail
 name=${1:?usage: tools/device_train.sh NAME [train-base options...]}
 shift
@@ -20,22 +21,12 @@ if [ ! -f "$DATA/train.txt" ]; then
     mv "$DATA/train.txt.part" "$DATA/train.txt"
 fi
 mkdir -p "$WORK"
-set -o pipefail
-PYTHONUNBUFFERED=1 python -m prompt_expander train-base "$DATA" --out "$WORK/$name" "$@" 2>&1 | tee "$OUT/$name.log"
+PYTHONUNBUFFERED=1 python -m prompt_expander train-base "$DATA" --out "$WORK/$name" --save-dtype fp16 "$@" 2>&1 \
+    | tee "$OUT/$name.log"
 if [ ! -f "$WORK/$name/model.safetensors" ]; then  # stopped by --max-minutes: only a checkpoint was written
     echo "$WORK/$name has no model.safetensors: training stopped before its last step; its checkpoint stays" >&2
     exit 1
 fi
 rm -rf "$WORK/$name/cache" "$WORK/$name/checkpoint"
-# fp16 weights: an 8x512 model is 118 MB in fp32, and at most 64 MiB comes back from $OUT.
-python - "$WORK/$name/model.safetensors" <<'PY'
-import os, sys
-import torch
-from safetensors.torch import load_file, save_file
-path = sys.argv[1]
-weights = {k: v.half() if v.is_floating_point() else v for k, v in load_file(path).items()}
-save_file(weights, path + ".part", metadata={"format": "pt"})
-os.replace(path + ".part", path)
-PY
 tar -C "$WORK" -cf - "$name" | split -b 15m - "$OUT/$name.tar.part-"
 ls -l "$OUT"

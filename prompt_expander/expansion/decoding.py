@@ -104,10 +104,11 @@ class FastGPT2:
     SUPPORTED = ("gpt2",)
     # Decode steps on CPU multiply a handful of rows by each weight. Where this torch build can pre-pack
     # weights for oneDNN (see PackedWeight), every matmul uses them, one row included. Measured on the 8x512
-    # default, 1 row, a full expand(): on an Intel Xeon with AMX, packed 459 ms against 799 ms streamed
-    # in fp32, and 291 against 347 ms in bf16; on the AMD EPYC where streaming was chosen, a 2-row packed
-    # step cost 1.16x a 1-row streamed one. Where packing is unavailable, streaming wins up to 2 rows, then
-    # addmm for the layers and streaming for the head up to 16 rows.
+    # default, 1 row, a full expand(): on an Intel Xeon with AMX, packed 474 ms, MKL addmm 394 ms, streamed
+    # 798 ms in fp32, and packed 291 against streamed 347 ms in bf16; on an AMD EPYC streaming was the
+    # fastest at 1 row and addmm the slowest, and a 2-row packed step cost 1.16x a 1-row streamed one. Where
+    # packing is unavailable, streaming wins up to 2 rows, then addmm for the layers and streaming for the
+    # head up to 16 rows.
     LAYER_STREAM_ROWS = 2
     HEAD_STREAM_ROWS = 16
     PACKED_ROWS = 1
@@ -188,7 +189,6 @@ class FastGPT2:
         def signature(w):
             return (w.data_ptr(), w.dtype, -1 if w.is_inference() else w._version, epoch)
 
-        self._packed_from = self.PACKED_ROWS
         self._use_packed = rows >= self._packed_from and packed_linear_available(self.head.dtype)
         streaming = not (self._use_packed and self._packed_from <= 1)  # else every matmul of this decode is packed
         if not streaming:

@@ -120,8 +120,7 @@ def split_modifiers(text: str) -> list[str]:
     for seg in text.split(","):
         start = 0
         for m in _SENTENCE_END.finditer(seg):
-            word = seg[:m.start()].rsplit(None, 1)[-1].lower() if seg[:m.start()].split() else ""
-            if word in _ABBREVIATIONS:
+            if seg[:m.start()].rsplit(None, 1)[-1].lower() in _ABBREVIATIONS:  # a word char precedes the period
                 continue
             out.append(seg[start:m.start()])
             start = m.end()
@@ -164,7 +163,7 @@ class ParsedPrompt:
     text: str  # verbatim: it is never rewritten
     plain: str  # plain_words(text): the model's context
     content_words: tuple[str, ...]  # words the addition must not repeat
-    segments: frozenset[str]  # its lower-cased comma segments: modifiers the addition must not repeat
+    segments: frozenset[str]  # its lower-cased modifiers (split_modifiers): the addition must not repeat them
     last_chunk_plain: str  # the plain words after the last BREAK: what the CLIP budget counts
 
 
@@ -173,7 +172,7 @@ def parse_prompt(text: str) -> ParsedPrompt:
     # Without a BREAK the last chunk is the whole prompt: its plain words are already known.
     last = plain_words(last_chunk_text(text)) if _BREAK.search(text) else plain
     return ParsedPrompt(text=text, plain=plain, content_words=tuple(_content_words_of(plain)),
-                        segments=frozenset(seg.strip().lower() for seg in plain.split(",")), last_chunk_plain=last)
+                        segments=frozenset(seg.lower() for seg in split_modifiers(plain)), last_chunk_plain=last)
 
 
 _NOT_ALNUM = re.compile(r"[\W_]+")

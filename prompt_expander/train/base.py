@@ -28,6 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--topic-tags", action="store_true",
                    help="train on topic-tagged prompts: each one's subject, a topic token, then the prompt "
                         "(the expander then names the user's subject the same way)")
+    p.add_argument("--save-dtype", choices=["fp32", "fp16", "bf16"], default="fp32",
+                   help="dtype of the saved weights (fp16 halves the folder; the model card's validation figures "
+                        "are the fp32 weights')")
     add_loop_arguments(p, steps=20000, batch_size=64, lr=2e-3, warmup=300, save_every=500)
 
 
@@ -127,7 +130,7 @@ def main(args) -> int:
 
     def save_final(model, state):
         state["epochs"] = round(train.epochs_seen(state["step"]), 3)
-        save_pretrained_atomic(model, out)
+        save_pretrained_atomic(model if args.save_dtype == "fp32" else _cast(model, args.save_dtype), out)
         write_json_atomic(out / META_FILE, meta.to_dict())
         metrics = evaluate_lines(model, tok, meta, list(iter_lines(val_file))[:5000]) if val_file else {}
         state["val_metrics"] = metrics
@@ -140,6 +143,14 @@ def main(args) -> int:
     if state.get("finished"):
         print(f"saved model to {out}")
     return 0
+
+
+def _cast(model, dtype: str):
+    """A copy of the trained model in `dtype` for saving; the fp32 model goes on to be evaluated."""
+    import copy
+
+    from ..model.loading import DTYPES
+    return copy.deepcopy(model).to(DTYPES[dtype])  # one copy, so tied embeddings stay one tensor
 
 
 def model_card(args, state, n_params, train_data, metrics, wall_s) -> str:
@@ -172,7 +183,7 @@ chatter/URL/bot-command/too-short filters, NSFW word-list filter, hash split). S
 
 ## Tokenizer and model
 - byte-level BPE, vocabulary {args.vocab_size}, lower-case, special tokens `<|endoftext|>` (EOS), `<|startoftext|>` (BOS), `<|pad|>`
-- GPT2Config: n_layer={args.n_layer}, n_embd={args.n_embd}, n_head={args.n_head}, n_positions={args.n_positions}, dropout={args.dropout}, tied embeddings; {n_params / 1e6:.2f}M parameters
+- GPT2Config: n_layer={args.n_layer}, n_embd={args.n_embd}, n_head={args.n_head}, n_positions={args.n_positions}, dropout={args.dropout}, tied embeddings; {n_params / 1e6:.2f}M parameters; weights saved in {args.save_dtype}
 - saved as safetensors; tokenizer as vocab.json + merges.txt (loads in transformers 4.30 through 5.x)
 
 ## Training
