@@ -138,3 +138,32 @@ def test_an_adapter_with_only_the_old_fingerprint_still_loads(tiny_model_dir, lo
     (d / ADAPTER_META).write_text(json.dumps(meta))
     with pytest.raises(AdapterError, match="trained for base"):
         expander.expand("a castle", styles=[str(d)])
+
+
+@torch.no_grad()
+def test_a_style_on_a_base_saved_in_fp16_keeps_fp16_values(tiny_model_dir, lora_dirs):
+    """A base whose weights are fp16 values (saved in fp16, loaded in fp32) stays so when styled: the mix is
+    the merge saved in fp16, and the fast loop multiplies it in fp16 as it does the base. A base with other
+    fp32 values gets the exact fp32 mix."""
+    from prompt_expander.expansion.decoding import holds_fp16_values
+    from prompt_expander.expansion.expander import Expander
+    from prompt_expander.model.loading import load_model, load_tokenizer
+    for saved_in_fp16 in (True, False):  # a model of its own: the cached one is shared with other tests
+        exp = Expander(load_model(tiny_model_dir, torch.device("cpu"), torch.float32), load_tokenizer(tiny_model_dir),
+                       tiny_model_dir, "tiny-gpt2")
+        params = dict(exp.model.named_parameters())
+        if saved_in_fp16:  # the blocks only: the embeddings identify the base an adapter was trained for
+            for k, p in params.items():
+                if ".h." in k:
+                    p.copy_(p.half().float())
+        base = {k: p.detach().clone() for k, p in params.items()}
+        name = exp.load_adapter(str(lora_dirs["photo"]))
+        exp.model_for_style(((name, 0.7),))
+        for k, delta in exp.adapters[name].items():
+            want = base[k] + 0.7 * delta
+            assert torch.equal(params[k], want.half().float() if saved_in_fp16 else want)
+            assert holds_fp16_values(params[k]) == saved_in_fp16
+        text = exp.expand("a castle", seed=4, styles=[(str(lora_dirs["photo"]), 0.7)]).text
+        assert text == exp.expand("a castle", seed=4, styles=[(str(lora_dirs["photo"]), 0.7)], fast=False).text
+        exp.model_for_style(())
+        assert all(torch.equal(params[k], base[k]) for k in exp.adapters[name])

@@ -110,21 +110,74 @@ def test_a_model_cast_by_its_host_is_seen():
     torch.testing.assert_close(rows, model_rows_logits(model, ids, [[7, 8, 9]] * 2), rtol=1e-6, atol=1e-8)
 
 
+def fp16_valued(model):
+    """The model as saved in fp16 and loaded in fp32: every weight holds fp16 values."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(p.half().float())
+    return model
+
+
 @pytest.mark.parametrize("rows", [1, 3, 8, 17])
-@pytest.mark.parametrize("packed", [True, False])
+@pytest.mark.parametrize("kernel", ["fp16", "packed", "neither"])
 @torch.inference_mode()
-def test_many_rows_give_the_model_logits(rows, packed, monkeypatch):
-    """From 1 row the loop multiplies by oneDNN pre-packed weights (where this torch has them); without
-    them it streams or falls back to addmm. All give each row the logits of the model run on that row alone."""
-    if not packed:
-        monkeypatch.setattr(decoding, "packed_linear_available", lambda dtype: False)
+def test_many_rows_give_the_model_logits(rows, kernel, monkeypatch):
+    """From 1 row the loop multiplies fp16-valued weights with FBGEMM's fp16-weight matmul and others with
+    oneDNN pre-packed weights, where this torch has them; without either it streams or falls back to addmm.
+    All give each row the logits of the model run on that row alone."""
     model = tiny_gpt2(vocab_size=403, seed=rows)
+    if kernel == "fp16":
+        if not decoding.fp16_weight_linear_available():
+            pytest.skip("this torch build has no FBGEMM")
+        fp16_valued(model)
+        expected = decoding.Fp16ValuedWeight
+    elif kernel == "packed":
+        if not packed_linear_available(torch.float32):
+            pytest.skip("this torch build cannot pre-pack weights for oneDNN")
+        expected = decoding.PackedWeight
+    else:
+        monkeypatch.setattr(decoding, "packed_linear_available", lambda dtype: False)
+        monkeypatch.setattr(decoding, "fp16_weight_linear_available", lambda: False)
+        expected = None
     context = [5, 17, 300, 402, 9]
     g = torch.Generator().manual_seed(rows)
     steps = torch.randint(0, 403, (6, rows), generator=g).tolist()
     fast, got = fast_rows_logits(model, context, steps)
-    assert fast._use_packed == (packed and packed_linear_available(torch.float32))
+    kinds = {type(prepared) for _, prepared in fast._packed.values()}
+    assert kinds == ({expected} if expected else set())
     torch.testing.assert_close(got, model_rows_logits(model, context, steps), rtol=1e-4, atol=1e-5)
+
+
+@torch.inference_mode()
+def test_fp16_weight_matmul_rows_do_not_depend_on_each_other_or_on_threads():
+    """Variation i of a batch must equal expand(seed + i) alone: a row's product may not depend on the rows
+    beside it, nor on how many threads the host gives torch."""
+    if not decoding.fp16_weight_linear_available():
+        pytest.skip("this torch build has no FBGEMM")
+    g = torch.Generator().manual_seed(0)
+    weight = torch.randn(96, 64, generator=g).half().float()
+    x, bias = torch.randn(20, 64, generator=g), torch.randn(96, generator=g)
+    prepared = decoding.Fp16ValuedWeight(weight)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        alone = [prepared(x[i:i + 1], bias) for i in range(20)]
+        torch.set_num_threads(max(2, threads))
+        together = prepared(x, bias)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(torch.cat(alone), together)
+    torch.testing.assert_close(together, x @ weight.t() + bias, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(prepared(x, bias, tanh_gelu=True, residual=x[:, :1]),
+                               torch.nn.functional.gelu(x @ weight.t() + bias, approximate="tanh") + x[:, :1],
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_holds_fp16_values():
+    assert decoding.holds_fp16_values(torch.tensor([0.5, -2.0, 65504.0]))
+    assert not decoding.holds_fp16_values(torch.tensor([0.1]))  # rounds in fp16
+    assert not decoding.holds_fp16_values(torch.tensor([1e6]))  # past fp16's range
+    assert not decoding.holds_fp16_values(torch.tensor([0.5], dtype=torch.float64))
 
 
 def test_packed_linear_fuses_the_activation_and_the_residual():

@@ -64,6 +64,55 @@ def packed_linear_available(dtype: torch.dtype) -> bool:
     return _PACKED_OK[dtype]
 
 
+_FP16_WEIGHTS_OK: list[bool] = []
+
+
+def fp16_weight_linear_available() -> bool:
+    """Whether this torch build has FBGEMM's matmul of fp32 rows by fp16 weights (x86 builds do; probe it)."""
+    if not _FP16_WEIGHTS_OK:
+        try:
+            weight, x = Fp16ValuedWeight(torch.full((4, 4), 0.5)), torch.ones(3, 4)
+            _FP16_WEIGHTS_OK.append(bool((weight(x, torch.ones(4), tanh_gelu=False, residual=x) == 4).all()))
+        except Exception:  # a build without FBGEMM (ARM), or an old torch
+            _FP16_WEIGHTS_OK.append(False)
+    return _FP16_WEIGHTS_OK[0]
+
+
+def holds_fp16_values(weight: torch.Tensor) -> bool:
+    """Whether every value of an fp32 weight is an fp16 value: true of a model saved in fp16 and loaded in fp32."""
+    return weight.dtype == torch.float32 and torch.equal(weight.half().float(), weight)
+
+
+class Fp16ValuedWeight:
+    """An fp32 weight whose values are all fp16 values, kept in fp16 for FBGEMM's matmul, which widens them
+    to fp32 and multiplies and sums in fp32.
+
+    The product is the fp32 product of the same numbers, in another summation order (float rounding only),
+    while half the bytes stream through memory: at decode time, where each step reads every weight for a
+    row or two, that is the cost. FBGEMM's result for a row does not depend on the other rows or on the
+    thread count (tests/test_decoding.py).
+    """
+
+    _matmul = None  # the op's overload, looked up once: calling it skips the op packet's per-call checks
+
+    def __init__(self, weight: torch.Tensor):
+        if Fp16ValuedWeight._matmul is None:
+            Fp16ValuedWeight._matmul = torch.ops.quantized.linear_dynamic_fp16.default
+        self.packed = torch.ops.quantized.linear_prepack_fp16(weight.detach().contiguous(), None)
+
+    def __call__(self, x: torch.Tensor, bias: torch.Tensor | None, tanh_gelu: bool = False,
+                 residual: torch.Tensor | None = None) -> torch.Tensor:
+        """x @ weight.T + bias, then either tanh-GELU or + residual (as PackedWeight)."""
+        out = self._matmul(x, self.packed)
+        if bias is not None:
+            out += bias
+        if tanh_gelu:
+            out = F.gelu(out, approximate="tanh")
+        if residual is not None:
+            out += residual
+        return out
+
+
 class PackedWeight:
     """A weight [out, in] pre-packed into oneDNN's blocked layout, for matmuls of 2 or more rows on CPU.
 
@@ -76,6 +125,8 @@ class PackedWeight:
 
     def __init__(self, weight: torch.Tensor):
         self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), self.ROWS_HINT)
+        # The op's overloads, not its packet: a call then skips the packet's per-call checks in Python.
+        self._plain, self._binary = torch.ops.mkldnn._linear_pointwise.default, torch.ops.mkldnn._linear_pointwise.binary
 
     def __call__(self, x: torch.Tensor, bias: torch.Tensor | None, tanh_gelu: bool = False,
                  residual: torch.Tensor | None = None) -> torch.Tensor:
@@ -83,10 +134,10 @@ class PackedWeight:
         if residual is not None:
             if tanh_gelu:
                 raise ValueError("oneDNN's fused linear takes an activation or a residual, not both")
-            return torch.ops.mkldnn._linear_pointwise.binary(x, residual, self.packed, bias, "add")
+            return self._binary(x, residual, self.packed, bias, "add")
         if tanh_gelu:
-            return torch.ops.mkldnn._linear_pointwise(x, self.packed, bias, "gelu", [], "tanh")
-        return torch.ops.mkldnn._linear_pointwise(x, self.packed, bias, "none", [], "")
+            return self._plain(x, self.packed, bias, "gelu", [], "tanh")
+        return self._plain(x, self.packed, bias, "none", [], "")
 
 
 def _no_decode_cache():
@@ -102,13 +153,16 @@ class FastGPT2:
     """
 
     SUPPORTED = ("gpt2",)
-    # Decode steps on CPU multiply a handful of rows by each weight. Where this torch build can pre-pack
-    # weights for oneDNN (see PackedWeight), every matmul uses them, one row included. Measured on the 8x512
-    # default, 1 row, a full expand(): on an Intel Xeon with AMX, packed 474 ms, MKL addmm 394 ms, streamed
-    # 798 ms in fp32, and packed 291 against streamed 347 ms in bf16; on an AMD EPYC streaming was the
-    # fastest at 1 row and addmm the slowest, and a 2-row packed step cost 1.16x a 1-row streamed one. Where
-    # packing is unavailable, streaming wins up to 2 rows, then addmm for the layers and streaming for the
-    # head up to 16 rows.
+    # Decode steps on CPU multiply a handful of rows by each weight, so a step costs what reading the
+    # weights costs. An fp32 weight that holds only fp16 values (a model saved in fp16, as the default is)
+    # goes to FBGEMM's fp16-weight matmul (see Fp16ValuedWeight): on an AMD EPYC a full expand() of the
+    # default took 552 ms with oneDNN-packed fp32 weights and about 400 ms with these. Other weights are
+    # pre-packed for oneDNN (see PackedWeight) where this torch build can, one row included. Measured for
+    # those on the 8x512 default, 1 row, a full expand(): on an Intel Xeon with AMX, packed 474 ms, MKL addmm
+    # 394 ms, streamed 798 ms in fp32, and packed 291 against streamed 347 ms in bf16; on an AMD EPYC
+    # streaming was the fastest at 1 row and addmm the slowest, and a 2-row packed step cost 1.16x a 1-row
+    # streamed one. Where neither is available, streaming wins up to 2 rows, then addmm for the layers and
+    # streaming for the head up to 16 rows.
     LAYER_STREAM_ROWS = 2
     HEAD_STREAM_ROWS = 16
     PACKED_ROWS = 1
@@ -140,7 +194,8 @@ class FastGPT2:
         self.eps = cfg.layer_norm_epsilon
         self.kv = None  # per block: keys and values, [2, rows, heads, positions, head_dim]
         self._streamed: dict[int, tuple] = {}  # id(Conv1D) -> (weight signature, StreamedWeight)
-        self._packed: dict = {}  # id(Conv1D) or "head" -> (weight signature, PackedWeight)
+        # id(Conv1D) or "head" -> (weight signature, Fp16ValuedWeight or PackedWeight)
+        self._packed: dict = {}
         self._use_packed = False  # this decode multiplies enough rows per step to use self._packed
         self._packed_from = self.PACKED_ROWS  # from how many rows a matmul uses self._packed
         self._head: StreamedWeight | None = None
@@ -157,11 +212,11 @@ class FastGPT2:
         out_shape = x.shape[:-1] + (conv.weight.shape[1],)
         n = rows.shape[0]
         streamed = self._streamed.get(id(conv)) if n <= self.LAYER_STREAM_ROWS else None
-        packed = self._packed.get(id(conv)) if self._use_packed and n >= self._packed_from else None
+        packed = self._packed.get(id(conv), (None, None))[1] if self._use_packed and n >= self._packed_from else None
         if packed is not None:
             fuse_act = activate and self.tanh_gelu
-            out = packed[1](rows, conv.bias, tanh_gelu=fuse_act,
-                            residual=None if residual is None else residual.reshape(n, -1))
+            out = packed(rows, conv.bias, tanh_gelu=fuse_act,
+                         residual=None if residual is None else residual.reshape(n, -1))
             activate, residual = activate and not fuse_act, None
         elif streamed is not None:
             out = _stream_matmul(rows, streamed[1]) + conv.bias
@@ -174,8 +229,9 @@ class FastGPT2:
         return out if residual is None else residual + out
 
     def _prepare_weights(self, rows: int) -> None:
-        """Before each decode: pre-pack the weights on CPU for oneDNN (see PackedWeight) where this torch can,
-        else lay them out for streaming (see _stream_matmul).
+        """Before each decode on CPU: keep fp16-valued fp32 weights in fp16 for FBGEMM (see Fp16ValuedWeight)
+        and pre-pack the others for oneDNN (see PackedWeight), where this torch can; else lay them out for
+        streaming (see _stream_matmul).
 
         Each copy is made again only when its weight changed: a host moving or casting the model gives it
         new storage, a style mixed in place calls weights_changed() (and bumps the version counter, which
@@ -189,8 +245,17 @@ class FastGPT2:
         def signature(w):
             return (w.data_ptr(), w.dtype, -1 if w.is_inference() else w._version, epoch)
 
-        self._use_packed = rows >= self._packed_from and packed_linear_available(self.head.dtype)
-        streaming = not (self._use_packed and self._packed_from <= 1)  # else every matmul of this decode is packed
+        dtype = self.head.dtype
+        fp16_weights = dtype == torch.float32 and fp16_weight_linear_available()
+        packing = packed_linear_available(dtype)
+        self._use_packed = rows >= self._packed_from and (fp16_weights or packing)
+        # Streamed copies only where some matmul of this decode may need them.
+        streaming = not (self._use_packed and self._packed_from <= 1 and packing)
+
+        def prepared(w):
+            if fp16_weights and holds_fp16_values(w):
+                return Fp16ValuedWeight(w)
+            return PackedWeight(w) if packing else None
         if not streaming:
             self._streamed = {}
         for block in self.blocks:
@@ -201,11 +266,11 @@ class FastGPT2:
                     self._streamed[id(conv)] = (key, StreamedWeight(w.detach().t().contiguous(), self.LAYER_CHUNKS))
                 hit = self._packed.get(id(conv))
                 if self._use_packed and (hit is None or hit[0] != key):
-                    self._packed[id(conv)] = (key, PackedWeight(w.detach().t()))
+                    self._packed[id(conv)] = (key, prepared(w.detach().t()))
         self._head = StreamedWeight(self.head, self.HEAD_CHUNKS)
         key, hit = signature(self.head), self._packed.get("head")
         if self._use_packed and (hit is None or hit[0] != key):
-            self._packed["head"] = (key, PackedWeight(self.head))
+            self._packed["head"] = (key, prepared(self.head))
 
     def _block(self, i, block, x, attend):
         """One transformer block; `attend(i, qkv)` stores this step's keys and values and attends over the cache."""
@@ -237,8 +302,9 @@ class FastGPT2:
 
     def _project(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for every vocabulary entry: x @ head.T, the biggest weight read of each step."""
-        if self._use_packed and x.shape[0] >= self._packed_from:
-            return self._packed["head"][1](x, None)
+        head = self._packed.get("head", (None, None))[1] if self._use_packed else None
+        if head is not None and x.shape[0] >= self._packed_from:
+            return head(x, None)
         if self._head is None or x.shape[0] > self.HEAD_STREAM_ROWS:
             return x @ self.head.t()
         # Row-contiguous logits: the sampler's mask and top-k run twice as fast on them as on the bmm's layout.

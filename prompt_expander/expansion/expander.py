@@ -14,7 +14,7 @@ import torch
 from . import syntax
 from ..model.adapters import adapter_signature, base_fingerprint, load_adapter_deltas
 from .budget import approx_clip_tokens, clip_budget
-from .decoding import FastGPT2, decode_fast, decode_reference, weights_changed
+from .decoding import FastGPT2, decode_fast, decode_reference, holds_fp16_values, weights_changed
 from ..errors import AdapterError, InputError, ModelLoadError, NegativeNotSupportedError
 from ..fragments import fragments, read_known_words, words_in
 from ..limits import MAX_ADAPTER_WEIGHT, MAX_CONTRAST, MAX_VARIATIONS, check_text
@@ -133,6 +133,7 @@ class Expander:
         self.adapters: dict[str, dict[str, torch.Tensor]] = {}
         self._adapter_paths: dict[Path, tuple[str, tuple]] = {}  # resolved folder -> (name, file signature)
         self._base_weights: dict[str, torch.Tensor] = {}
+        self._fp16_valued: dict[str, bool] = {}  # per base weight: all its values are fp16 values
         self._active_style: tuple = ()
         self._ban_cache: dict = {}
         self._known_words: frozenset | None = None
@@ -205,7 +206,11 @@ class Expander:
 
     @torch.no_grad()
     def _set_style(self, style: tuple) -> None:
-        """Rewrite the targeted weights in place as base + sum(weight * delta); the base is never reloaded."""
+        """Rewrite the targeted weights in place as base + sum(weight * delta); the base is never reloaded.
+
+        Where a base weight holds only fp16 values (a model saved in fp16, loaded in fp32), the mix is rounded
+        to fp16 values too: the styled model is then the one its merge saved in fp16 would be, and the fast
+        loop keeps it in fp16 as it does the base (decoding.Fp16ValuedWeight), at the base's speed."""
         if style == self._active_style:
             return
         params = dict(self.model.named_parameters())
@@ -213,12 +218,16 @@ class Expander:
         for k in touched:
             if k not in self._base_weights:
                 self._base_weights[k] = params[k].detach().clone()
+                self._fp16_valued[k] = holds_fp16_values(self._base_weights[k])
             dev = params[k].device  # a host may have moved the model since the adapter was loaded
             new = self._base_weights[k].to(dev, torch.float32)
             for name, weight in style:
                 delta = self.adapters[name].get(k)
                 if delta is not None:
                     new = new + weight * delta.to(dev)
+            if self._fp16_valued[k] and params[k].dtype == torch.float32:
+                rounded = new.half()
+                new = rounded.float() if bool(torch.isfinite(rounded).all()) else new
             params[k].copy_(new.to(params[k].dtype))
         weights_changed(self.model)
         self._active_style = style
