@@ -145,6 +145,7 @@ def test_many_rows_give_the_model_logits(rows, kernel, monkeypatch):
     fast, got = fast_rows_logits(model, context, steps)
     kinds = {type(prepared) for _, prepared in fast._packed.values()}
     assert kinds == ({expected} if expected else set())
+    assert (fast._lean is not None) == (expected is not None)
     torch.testing.assert_close(got, model_rows_logits(model, context, steps), rtol=1e-4, atol=1e-5)
 
 
@@ -245,3 +246,18 @@ def test_a_bf16_model_multiplies_packed_weights_from_one_row(rows):
     assert fast._use_packed and fast._packed_from == 1 and not fast._streamed
     want = model_rows_logits(model.float(), context, steps)
     torch.testing.assert_close(got.float(), want, rtol=0.05, atol=0.05)
+
+
+@pytest.mark.parametrize("rows", [1, 2, 5])
+@torch.inference_mode()
+def test_the_lean_layers_compute_exactly_what_the_blocks_do(rows, monkeypatch):
+    """_lean_layers is _block without the per-matmul choices: the same operations, so the same bits."""
+    if not (packed_linear_available(torch.float32) or decoding.fp16_weight_linear_available()):
+        pytest.skip("this torch build has neither oneDNN packing nor FBGEMM")
+    model = fp16_valued(tiny_gpt2(vocab_size=403, seed=11))
+    context, steps = [5, 17, 300, 402, 9], [[7] * rows, [8] * rows, [9] * rows]
+    lean = fast_rows_logits(model, context, steps)[1]
+    monkeypatch.setattr(FastGPT2, "_lean_plan", lambda self: None)
+    fast, blocks = fast_rows_logits(model, context, steps)
+    assert fast._lean is None
+    assert torch.equal(lean, blocks)

@@ -93,17 +93,13 @@ class Fp16ValuedWeight:
     thread count (tests/test_decoding.py).
     """
 
-    _matmul = None  # the op's overload, looked up once: calling it skips the op packet's per-call checks
-
     def __init__(self, weight: torch.Tensor):
-        if Fp16ValuedWeight._matmul is None:
-            Fp16ValuedWeight._matmul = torch.ops.quantized.linear_dynamic_fp16.default
         self.packed = torch.ops.quantized.linear_prepack_fp16(weight.detach().contiguous(), None)
 
     def __call__(self, x: torch.Tensor, bias: torch.Tensor | None, tanh_gelu: bool = False,
                  residual: torch.Tensor | None = None) -> torch.Tensor:
         """x @ weight.T + bias, then either tanh-GELU or + residual (as PackedWeight)."""
-        out = self._matmul(x, self.packed)
+        out = torch.ops.quantized.linear_dynamic_fp16(x, self.packed)
         if bias is not None:
             out += bias
         if tanh_gelu:
@@ -125,8 +121,6 @@ class PackedWeight:
 
     def __init__(self, weight: torch.Tensor):
         self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), self.ROWS_HINT)
-        # The op's overloads, not its packet: a call then skips the packet's per-call checks in Python.
-        self._plain, self._binary = torch.ops.mkldnn._linear_pointwise.default, torch.ops.mkldnn._linear_pointwise.binary
 
     def __call__(self, x: torch.Tensor, bias: torch.Tensor | None, tanh_gelu: bool = False,
                  residual: torch.Tensor | None = None) -> torch.Tensor:
@@ -134,10 +128,10 @@ class PackedWeight:
         if residual is not None:
             if tanh_gelu:
                 raise ValueError("oneDNN's fused linear takes an activation or a residual, not both")
-            return self._binary(x, residual, self.packed, bias, "add")
+            return torch.ops.mkldnn._linear_pointwise.binary(x, residual, self.packed, bias, "add")
         if tanh_gelu:
-            return self._plain(x, self.packed, bias, "gelu", [], "tanh")
-        return self._plain(x, self.packed, bias, "none", [], "")
+            return torch.ops.mkldnn._linear_pointwise(x, self.packed, bias, "gelu", [], "tanh")
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed, bias, "none", [], "")
 
 
 def _no_decode_cache():
@@ -199,6 +193,7 @@ class FastGPT2:
         self._use_packed = False  # this decode multiplies enough rows per step to use self._packed
         self._packed_from = self.PACKED_ROWS  # from how many rows a matmul uses self._packed
         self._head: StreamedWeight | None = None
+        self._lean: list[tuple] | None = None  # per block, what _lean_layers reads; None: use _block
         self.graphs = None  # graphs.DecodeGraphs, once a CUDA decode with graphs on asks
 
     def __reduce__(self):
@@ -237,6 +232,7 @@ class FastGPT2:
         new storage, a style mixed in place calls weights_changed() (and bumps the version counter, which
         tensors made under inference_mode lack).
         """
+        self._lean = None
         if self.head.device.type != "cpu":
             self._streamed, self._packed, self._head, self._use_packed = {}, {}, None, False
             return
@@ -271,6 +267,23 @@ class FastGPT2:
         key, hit = signature(self.head), self._packed.get("head")
         if self._use_packed and (hit is None or hit[0] != key):
             self._packed["head"] = (key, prepared(self.head))
+        if self._use_packed and self._packed_from <= 1 and self.tanh_gelu:
+            self._lean = self._lean_plan()
+
+    def _lean_plan(self) -> list[tuple] | None:
+        """Per block: its norms, and each matmul's prepared weight with its bias; None if one has none.
+
+        Parameters are held as objects, so a weight rewritten in place or moved by a host is still read
+        live; the prepared weights are checked against their sources before each decode (_prepare_weights)."""
+        plan = []
+        for block in self.blocks:
+            convs = (block.attn.c_attn, block.attn.c_proj, block.mlp.c_fc, block.mlp.c_proj)
+            attn, proj, fc, out = (self._packed.get(id(conv), (None, None))[1] for conv in convs)
+            if attn is None or proj is None or fc is None or out is None:
+                return None
+            plan.append((block.ln_1.weight, block.ln_1.bias, attn, convs[0].bias, proj, convs[1].bias,
+                         block.ln_2.weight, block.ln_2.bias, fc, convs[2].bias, out, convs[3].bias))
+        return plan
 
     def _block(self, i, block, x, attend):
         """One transformer block; `attend(i, qkv)` stores this step's keys and values and attends over the cache."""
@@ -284,10 +297,28 @@ class FastGPT2:
 
     def layers(self, x: torch.Tensor, attend) -> torch.Tensor:
         """Logits of the last position of x [rows, positions, n_embd], the embedded tokens."""
-        for i, block in enumerate(self.blocks):
-            x = self._block(i, block, x, attend)
+        if self._lean is not None:
+            x = self._lean_layers(x, attend)
+        else:
+            for i, block in enumerate(self.blocks):
+                x = self._block(i, block, x, attend)
         x = F.layer_norm(x[:, -1], (self.n_embd,), self.ln_f.weight, self.ln_f.bias, self.eps)
         return self._project(x)
+
+    def _lean_layers(self, x: torch.Tensor, attend) -> torch.Tensor:
+        """The blocks as _block computes them when every matmul has a prepared weight, the same operations on
+        the same values, without its per-matmul choices and module lookups: at a decode step's few rows,
+        Python's overhead was a sixth of the step (benchmarks/bench_decode.py)."""
+        b, t, width = x.shape
+        rows, shape, eps = x.reshape(b * t, width), (width,), self.eps
+        for i, (ln1_w, ln1_b, attn, attn_b, proj, proj_b, ln2_w, ln2_b, fc, fc_b, out, out_b) in enumerate(self._lean):
+            h = torch.layer_norm(rows, shape, ln1_w, ln1_b, eps)
+            qkv = attn(h, attn_b).view(b, t, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
+            a = attend(i, qkv).transpose(1, 2).reshape(b * t, width)
+            rows = proj(a, proj_b, residual=rows)
+            h = torch.layer_norm(rows, shape, ln2_w, ln2_b, eps)
+            rows = out(fc(h, fc_b, tanh_gelu=True), out_b, residual=rows)
+        return rows.view(b, t, width)
 
     def _forward(self, ids: torch.Tensor, pos: int) -> torch.Tensor:
         t = ids.shape[1]
