@@ -77,8 +77,8 @@ def clip_counter(clip):
     return count
 
 
-DTYPE_TOOLTIP = ("auto = fp16 on GPUs that ComfyUI runs in fp16, fp32 on CPU. bf16 is faster on CPUs with "
-                 "native bf16, but its text may differ between CPU models.")
+DTYPE_TOOLTIP = ("auto = fp16 on GPUs that ComfyUI runs in fp16, fp32 on CPU. bf16 on CPU can be faster for "
+                 "many variations, but its text may differ between CPU models.")
 
 
 class LoadPromptExpander:

@@ -150,7 +150,7 @@ class FastGPT2:
     # Decode steps on CPU multiply a handful of rows by each weight, so a step costs what reading the
     # weights costs. An fp32 weight that holds only fp16 values (a model saved in fp16, as the default is)
     # goes to FBGEMM's fp16-weight matmul (see Fp16ValuedWeight): on an AMD EPYC a full expand() of the
-    # default took 552 ms with oneDNN-packed fp32 weights and about 400 ms with these. Other weights are
+    # default took 609 ms with oneDNN-packed fp32 weights and 407 ms with these, in one paired run. Others are
     # pre-packed for oneDNN (see PackedWeight) where this torch build can, one row included. Measured for
     # those on the 8x512 default, 1 row, a full expand(): on an Intel Xeon with AMX, packed 474 ms, MKL addmm
     # 394 ms, streamed 798 ms in fp32, and packed 291 against streamed 347 ms in bf16; on an AMD EPYC
