@@ -145,7 +145,7 @@ def test_a_style_on_a_base_saved_in_fp16_keeps_fp16_values(tiny_model_dir, lora_
     """A base whose weights are fp16 values (saved in fp16, loaded in fp32) stays so when styled: the mix is
     the merge saved in fp16, and the fast loop multiplies it in fp16 as it does the base. A base with other
     fp32 values gets the exact fp32 mix."""
-    from prompt_expander.expansion.decoding import holds_fp16_values
+    from prompt_expander.expansion.decoding import Fp16ValuedWeight, fp16_weight_linear_available, holds_fp16_values
     from prompt_expander.expansion.expander import Expander
     from prompt_expander.model.loading import load_model, load_tokenizer
     for saved_in_fp16 in (True, False):  # a model of its own: the cached one is shared with other tests
@@ -165,5 +165,9 @@ def test_a_style_on_a_base_saved_in_fp16_keeps_fp16_values(tiny_model_dir, lora_
             assert holds_fp16_values(params[k]) == saved_in_fp16
         text = exp.expand("a castle", seed=4, styles=[(str(lora_dirs["photo"]), 0.7)]).text
         assert text == exp.expand("a castle", seed=4, styles=[(str(lora_dirs["photo"]), 0.7)], fast=False).text
+        if saved_in_fp16 and fp16_weight_linear_available():  # the styled blocks still go to the fp16 matmul
+            prepared = exp.model._prompt_expander_fast._packed
+            assert all(isinstance(prepared[id(block.mlp.c_fc)][1], Fp16ValuedWeight)
+                       for block in exp.model.transformer.h)
         exp.model_for_style(())
         assert all(torch.equal(params[k], base[k]) for k in exp.adapters[name])
