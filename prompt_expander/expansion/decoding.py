@@ -207,7 +207,7 @@ class FastGPT2:
         out_shape = x.shape[:-1] + (conv.weight.shape[1],)
         n = rows.shape[0]
         streamed = self._streamed.get(id(conv)) if n <= self.LAYER_STREAM_ROWS else None
-        packed = self._packed.get(id(conv), (None, None))[1] if self._use_packed and n >= self._packed_from else None
+        packed = self._prepared(id(conv)) if n >= self._packed_from else None
         if packed is not None:
             fuse_act = activate and self.tanh_gelu
             out = packed(rows, conv.bias, tanh_gelu=fuse_act,
@@ -270,13 +270,18 @@ class FastGPT2:
         if self._use_packed and self._packed_from <= 1 and self.tanh_gelu:
             self._lean = self._lean_plan()
 
+    def _prepared(self, key):
+        """The Fp16ValuedWeight or PackedWeight this decode uses for a weight (id(Conv1D) or "head"), or None."""
+        hit = self._packed.get(key) if self._use_packed else None
+        return None if hit is None else hit[1]
+
     def _lean_plan(self) -> list[tuple] | None:
         """Per block: its norms, and each matmul's prepared weight with its bias; None if one has none.
         Made again before each decode, once the prepared weights were checked against their sources."""
         plan = []
         for block in self.blocks:
             convs = (block.attn.c_attn, block.attn.c_proj, block.mlp.c_fc, block.mlp.c_proj)
-            attn, proj, fc, out = (self._packed.get(id(conv), (None, None))[1] for conv in convs)
+            attn, proj, fc, out = (self._prepared(id(conv)) for conv in convs)
             if attn is None or proj is None or fc is None or out is None:
                 return None
             plan.append((block.ln_1.weight, block.ln_1.bias, attn, convs[0].bias, proj, convs[1].bias,
@@ -331,7 +336,7 @@ class FastGPT2:
 
     def _project(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for every vocabulary entry: x @ head.T, the biggest weight read of each step."""
-        head = self._packed.get("head", (None, None))[1] if self._use_packed else None
+        head = self._prepared("head")
         if head is not None and x.shape[0] >= self._packed_from:
             return head(x, None)
         if self._head is None or x.shape[0] > self.HEAD_STREAM_ROWS:
