@@ -151,27 +151,73 @@ def test_many_rows_give_the_model_logits(rows, kernel, monkeypatch):
 
 @torch.inference_mode()
 def test_fp16_weight_matmul_rows_do_not_depend_on_each_other_or_on_threads():
-    """Variation i of a batch must equal expand(seed + i) alone: a row's product may not depend on the rows
-    beside it, nor on how many threads the host gives torch."""
+    """Variation i of a batch must equal expand(seed + i) alone: a row's product may not depend on how many
+    rows share the call (FBGEMM's AVX2 kernels for 1 and 2 rows sum differently: see Fp16RowPlan), on the
+    rows beside it, nor on how many threads the host gives torch."""
     if not decoding.fp16_weight_linear_available():
         pytest.skip("this torch build has no FBGEMM")
     g = torch.Generator().manual_seed(0)
     weight = torch.randn(96, 64, generator=g).half().float()
-    x, bias = torch.randn(20, 64, generator=g), torch.randn(96, generator=g)
+    x, bias = torch.randn(60, 64, generator=g), torch.randn(96, generator=g)
     prepared = decoding.Fp16ValuedWeight(weight)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        alone = [prepared(x[i:i + 1], bias) for i in range(20)]
-        torch.set_num_threads(max(2, threads))
-        together = prepared(x, bias)
+        alone = torch.cat([prepared(x[i:i + 1], bias) for i in range(60)])
+        for n in (2, 4):
+            torch.set_num_threads(n)
+            for rows in range(1, 61):
+                assert torch.equal(prepared(x[:rows], bias), alone[:rows]), (n, rows)
+            assert torch.equal(prepared(x[7:9], bias), alone[7:9])
     finally:
         torch.set_num_threads(threads)
-    assert torch.equal(torch.cat(alone), together)
-    torch.testing.assert_close(together, x @ weight.t() + bias, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(alone, x @ weight.t() + bias, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(prepared(x, bias, tanh_gelu=True, residual=x[:, :1]),
                                torch.nn.functional.gelu(x @ weight.t() + bias, approximate="tanh") + x[:, :1],
                                rtol=1e-5, atol=1e-5)
+
+
+def test_fp16_row_plan_pads_calls_away_from_the_odd_kernels():
+    """What FBGEMM gave on an AVX2-only AMD EPYC for 1 to 8 identical rows: the 1-row and 2-row kernels each
+    give their own bits (a, b), every other kernel the common ones (c)."""
+    seen = ["a", "bb", "ccc", "cccc", "ccccc", "cccccc", "cccccbb", "cccccccc"]
+    value = {"a": 1.0, "b": 2.0, "c": 3.0}
+    plan = decoding.Fp16RowPlan.from_results([torch.tensor([[value[k]] for k in rows]) for rows in seen])
+    assert plan.padded == (3, 3, 3, 4, 5, 6, 8, 8) and plan.chunk == 8
+    uniform = decoding.Fp16RowPlan.from_results([torch.ones(m, 2) for m in range(1, 6)])
+    assert uniform.padded == (1, 2, 3, 4, 5)
+    mixed = [torch.tensor([[1.0], [2.0]])] * 2  # no row count whose rows all agree
+    assert decoding.Fp16RowPlan.from_results(mixed) is None
+
+
+@torch.inference_mode()
+def test_an_fp16_row_plan_pads_and_chunks_to_the_same_product():
+    if not decoding.fp16_weight_linear_available():
+        pytest.skip("this torch build has no FBGEMM")
+    g = torch.Generator().manual_seed(1)
+    weight, x = torch.randn(24, 32, generator=g).half().float(), torch.randn(11, 32, generator=g)
+    packed = decoding.Fp16ValuedWeight(weight).packed
+    out = decoding.Fp16RowPlan((3, 3, 3, 4))(x, packed)  # chunks of 4, 4 and 3 rows
+    assert out.shape == (11, 24)
+    torch.testing.assert_close(out, x @ weight.t(), rtol=1e-5, atol=1e-5)
+
+
+def test_a_decode_computes_the_rows_the_fp16_row_plan_asks_for(expander, monkeypatch):
+    """Where FBGEMM's 1-row and 2-row kernels sum in their own ways, a decode of 1 or 2 rows runs 3, so that
+    every row takes the common path, and variation i still equals seed + i alone."""
+    monkeypatch.setattr(decoding, "_FP16_PLAN", [decoding.Fp16RowPlan((3, 3, 3, 4, 5, 6, 8, 8))])
+    widths = []
+    for name in ("step", "step_rows"):
+        def spy(self, tokens, *args, _real=getattr(FastGPT2, name), **kwargs):
+            widths.append(tokens.shape[0])
+            return _real(self, tokens, *args, **kwargs)
+        monkeypatch.setattr(FastGPT2, name, spy)
+    for contrast in (0.0, 0.5):
+        alone = [expander.expand("a red fox", seed=3 + i, contrast=contrast).text for i in range(7)]
+        for n in (3, 7):
+            assert [r.text for r in expander.expand_many("a red fox", n, seed=3, contrast=contrast)] == alone[:n]
+    # 1, 3 and 7 rows; 2, 6 and 14 with contrast (past the plan's 8 rows, Fp16RowPlan splits each call itself)
+    assert set(widths) == {3, 8, 6, 14}
 
 
 def test_holds_fp16_values():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from typing import Callable
 
 import torch
@@ -64,18 +65,78 @@ def packed_linear_available(dtype: torch.dtype) -> bool:
     return _PACKED_OK[dtype]
 
 
-_FP16_WEIGHTS_OK: list[bool] = []
+FP16_PROBE_ROWS = 48  # row counts the probe checks; a call with more rows goes in chunks
+
+
+class Fp16RowPlan:
+    """How many rows each call of FBGEMM's fp16-weight matmul computes, so that every row takes the same path.
+
+    FBGEMM splits a call's rows among kernels of a few rows each. On the AVX-512 CPUs we measured, every kernel
+    gives a row the same bits; on an AVX2-only AMD EPYC the 1-row and the 2-row kernel each sum in their own
+    way, so one expansion with contrast (2 rows) and 8 variations (16 rows) gave a row different bits, and
+    variation i could differ from seed + i alone. A call whose row count would use such a kernel is padded with
+    zero rows to the next count whose rows all take the common path (2 -> 3 there), and larger calls go in
+    chunks of the largest such count: the cost is a few rows of arithmetic, not another read of the weights.
+    """
+
+    def __init__(self, padded: tuple[int, ...]):
+        self.padded = padded  # padded[m - 1]: the rows to compute for m rows, for m up to the chunk
+        self.chunk = len(padded)
+
+    @classmethod
+    def from_results(cls, results: list[torch.Tensor]) -> "Fp16RowPlan | None":
+        """A plan from the products of 1, 2, ... identical rows (results[m - 1] has m rows): the common result is
+        the one most rows got, and a row count is kept when all its rows got it. None if no count is kept."""
+        rows = [[tuple(row.tolist()) for row in result] for result in results]
+        common = Counter(row for result in rows for row in result).most_common(1)[0][0]
+        kept = [m for m, result in enumerate(rows, 1) if all(row == common for row in result)]
+        if not kept:
+            return None
+        return cls(tuple(next(k for k in kept if k >= m) for m in range(1, kept[-1] + 1)))
+
+    def __call__(self, x: torch.Tensor, packed) -> torch.Tensor:
+        """x @ weight.T through FBGEMM, padded and chunked as the plan says."""
+        n = x.shape[0]
+        if n <= self.chunk and self.padded[n - 1] == n:
+            return torch.ops.quantized.linear_dynamic_fp16(x, packed)
+        parts = []
+        for start in range(0, n, self.chunk):
+            part = x[start:start + self.chunk]
+            rows = part.shape[0]
+            if self.padded[rows - 1] != rows:
+                part = torch.cat([part, part.new_zeros(self.padded[rows - 1] - rows, part.shape[1])])
+            parts.append(torch.ops.quantized.linear_dynamic_fp16(part, packed)[:rows])
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+_FP16_PLAN: list[Fp16RowPlan | None] = []
+
+
+def _probe_fp16_rows() -> Fp16RowPlan | None:
+    g = torch.Generator().manual_seed(0)
+    weight = torch.randn(64, 256, generator=g).half().float()
+    packed = torch.ops.quantized.linear_prepack_fp16(weight, None)
+    row = torch.randn(1, 256, generator=g)
+    results = [torch.ops.quantized.linear_dynamic_fp16(row.expand(m, -1).contiguous(), packed)
+               for m in range(1, FP16_PROBE_ROWS + 1)]
+    if not torch.allclose(results[0], row @ weight.t(), rtol=1e-4, atol=1e-4):
+        return None
+    return Fp16RowPlan.from_results(results)
+
+
+def fp16_row_plan() -> Fp16RowPlan | None:
+    """This CPU's Fp16RowPlan, or None where torch has no FBGEMM (ARM builds, old torch). Probed once."""
+    if not _FP16_PLAN:
+        try:
+            _FP16_PLAN.append(_probe_fp16_rows())
+        except Exception:  # a build without FBGEMM (ARM), or an old torch
+            _FP16_PLAN.append(None)
+    return _FP16_PLAN[0]
 
 
 def fp16_weight_linear_available() -> bool:
     """Whether this torch build has FBGEMM's matmul of fp32 rows by fp16 weights (x86 builds do; probe it)."""
-    if not _FP16_WEIGHTS_OK:
-        try:
-            weight, x = Fp16ValuedWeight(torch.full((4, 4), 0.5)), torch.ones(3, 4)
-            _FP16_WEIGHTS_OK.append(bool((weight(x, torch.ones(4), tanh_gelu=False, residual=x) == 4).all()))
-        except Exception:  # a build without FBGEMM (ARM), or an old torch
-            _FP16_WEIGHTS_OK.append(False)
-    return _FP16_WEIGHTS_OK[0]
+    return fp16_row_plan() is not None
 
 
 def holds_fp16_values(weight: torch.Tensor) -> bool:
@@ -89,17 +150,33 @@ class Fp16ValuedWeight:
 
     The product is the fp32 product of the same numbers, in another summation order (float rounding only),
     while half the bytes stream through memory: at decode time, where each step reads every weight for a
-    row or two, that is the cost. FBGEMM's result for a row does not depend on the other rows or on the
-    thread count (tests/test_decoding.py).
+    row or two, that is the cost. A row's result does not depend on the other rows (see Fp16RowPlan) nor on
+    the thread count (tests/test_decoding.py).
     """
 
     def __init__(self, weight: torch.Tensor):
         self.packed = torch.ops.quantized.linear_prepack_fp16(weight.detach().contiguous(), None)
+        self.rows = fp16_row_plan()
+        # (rows, in) -> a buffer the padded rows are copied into: allocating and concatenating at every call
+        # cost more than the padded rows' arithmetic (a third of a step's matmul time).
+        self._padded: dict[tuple[int, int], torch.Tensor] = {}
 
     def __call__(self, x: torch.Tensor, bias: torch.Tensor | None, tanh_gelu: bool = False,
                  residual: torch.Tensor | None = None) -> torch.Tensor:
         """x @ weight.T + bias, then either tanh-GELU or + residual (as PackedWeight)."""
-        out = torch.ops.quantized.linear_dynamic_fp16(x, self.packed)
+        n = x.shape[0]
+        padded = self.rows.padded[n - 1] if n <= self.rows.chunk else None
+        if padded == n:
+            out = torch.ops.quantized.linear_dynamic_fp16(x, self.packed)
+        elif padded is not None:
+            buffer = self._padded.get((padded, x.shape[1]))
+            if buffer is None:
+                with torch.inference_mode(False):  # usable in and out of inference mode
+                    buffer = self._padded[padded, x.shape[1]] = torch.zeros(padded, x.shape[1], dtype=x.dtype)
+            buffer[:n] = x
+            out = torch.ops.quantized.linear_dynamic_fp16(buffer, self.packed)[:n]
+        else:
+            out = self.rows(x, self.packed)
         if bias is not None:
             out += bias
         if tanh_gelu:
@@ -270,6 +347,14 @@ class FastGPT2:
         if self._use_packed and self._packed_from <= 1 and self.tanh_gelu:
             self._lean = self._lean_plan()
 
+    def decode_rows(self, n: int) -> int:
+        """How many rows a decode of n rows computes: n, or more on a CPU where FBGEMM's kernel for n rows
+        sums in its own way (see Fp16RowPlan), so that a row gets the same bits whatever n is."""
+        if self.head.device.type != "cpu" or self.head.dtype != torch.float32:
+            return n
+        plan = fp16_row_plan()
+        return plan.padded[n - 1] if plan is not None and n <= plan.chunk else n
+
     def _prepared(self, key):
         """The Fp16ValuedWeight or PackedWeight this decode uses for a weight (id(Conv1D) or "head"), or None."""
         hit = self._packed.get(key) if self._use_packed else None
@@ -398,7 +483,12 @@ def decode_fast(model, context_ids: list[int], rows: RowDecoder, should_stop: Ca
         uncond_kv, uncond_pos = fast.kv, len(unconditional_ids)
         if graphs is not None:
             uncond_static = graphs.step(rows.n, uncond_total, uncond_kv, uncond_pos, slot=1)
-    logits = fast.prefill(torch.tensor([context_ids], device=device), rows.n, total)
+    # Rows each step computes: more than asked where FBGEMM's kernel for that many rows sums in its own way
+    # (see Fp16RowPlan); the extra rows decode a dummy token and are never read.
+    n = rows.n
+    asked = 2 * n if contrast else n
+    width = asked if graphs is not None else fast.decode_rows(asked)  # graphs record the asked rows (CUDA)
+    logits = fast.prefill(torch.tensor([context_ids], device=device), n if contrast else width, total)[:n]
     cond_kv = fast.kv
     pos = len(context_ids)
     static = None
@@ -408,15 +498,15 @@ def decode_fast(model, context_ids: list[int], rows: RowDecoder, should_stop: Ca
         fast.kv = cond_kv = uncond_kv = None
     elif contrast:
         # Both caches in one batch: each step reads the weights once for the rows with and without the input.
-        n = rows.n
-        both = [torch.zeros((2, 2 * n, fast.n_head, max(total, uncond_total), fast.head_dim), device=device,
+        both = [torch.zeros((2, width, fast.n_head, max(total, uncond_total), fast.head_dim), device=device,
                             dtype=c.dtype) for c in cond_kv]
         for merged, c, u in zip(both, cond_kv, uncond_kv):
             merged[:, :n, :, :pos] = c[:, :, :, :pos]
-            merged[:, n:, :, :uncond_pos] = u[:, :, :, :uncond_pos]
+            merged[:, n:2 * n, :, :uncond_pos] = u[:, :, :, :uncond_pos]
         fast.kv, cond_kv, uncond_kv = both, None, None
-        fast._prepare_weights(2 * n)
-        offsets = torch.tensor([0] * n + [uncond_pos - pos] * n, device=device)
+        fast._prepare_weights(width)
+        offsets = torch.tensor([0] * n + [uncond_pos - pos] * n + [0] * (width - 2 * n), device=device)
+    dummy = torch.zeros(width - asked, dtype=torch.long, device=device)
     while True:
         nxt = rows.choose(logits, uncond_logits)
         if rows.all_done or pos >= total:
@@ -428,10 +518,10 @@ def decode_fast(model, context_ids: list[int], rows: RowDecoder, should_stop: Ca
             if contrast:
                 uncond_logits = uncond_static.run(nxt, uncond_pos)
         elif contrast:
-            out = fast.step_rows(torch.cat([nxt, nxt]), offsets + pos, max(pos, uncond_pos) + 1)
-            logits, uncond_logits = out[:rows.n], out[rows.n:]
+            out = fast.step_rows(torch.cat([nxt, nxt, dummy]), offsets + pos, max(pos, uncond_pos) + 1)
+            logits, uncond_logits = out[:n], out[n:2 * n]
         else:
-            logits = fast.step(nxt, pos)
+            logits = fast.step(torch.cat([nxt, dummy]) if len(dummy) else nxt, pos)[:n]
         pos += 1
         uncond_pos += 1
     fast.kv = None  # the caches are per decode; a resident model should not keep them
