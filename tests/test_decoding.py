@@ -177,6 +177,23 @@ def test_fp16_weight_matmul_rows_do_not_depend_on_each_other_or_on_threads():
                                rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+@torch.inference_mode()
+def test_cuda_matmul_rows_do_not_depend_on_the_row_count(dtype):
+    """Variation i must equal seed + i alone on a GPU too: the GPU decode's matmuls (addmm by a layer's weight,
+    x @ head.T) must give a row the same bits whatever the row count. No session has run this on a GPU yet;
+    if it fails, FastGPT2.decode_rows is where a decode's rows would be padded to one count."""
+    g = torch.Generator().manual_seed(0)
+    weight, bias = torch.randn(512, 1536, generator=g), torch.randn(1536, generator=g)
+    head, x = torch.randn(8192, 512, generator=g), torch.randn(40, 512, generator=g)
+    weight, bias, head, x = (t.to("cuda", dtype) for t in (weight, bias, head, x))
+    for product in (lambda rows: torch.addmm(bias, rows, weight), lambda rows: rows @ head.t()):
+        alone = torch.cat([product(x[i:i + 1]) for i in range(40)])
+        for rows in range(2, 41):
+            assert torch.equal(product(x[:rows]), alone[:rows]), rows
+
+
 def test_fp16_row_plan_pads_calls_away_from_the_odd_kernels():
     """What FBGEMM gave on an AVX2-only AMD EPYC for 1 to 8 identical rows: the 1-row and 2-row kernels each
     give their own bits (a, b), every other kernel the common ones (c)."""
