@@ -237,6 +237,22 @@ def test_a_decode_computes_the_rows_the_fp16_row_plan_asks_for(expander, monkeyp
     assert set(widths) == {3, 8, 6, 14}
 
 
+@torch.inference_mode()
+def test_a_bf16_model_on_a_cpu_that_cannot_pack_bf16_multiplies_widened_to_fp32(monkeypatch):
+    """Not the emulated fallback kernels, which chose by row count (variation i differed from seed + i) and
+    took 97 s for 8 variations of the default on an AVX2-only CPU."""
+    if not packed_linear_available(torch.float32):
+        pytest.skip("this torch build cannot pack fp32 weights for oneDNN")
+    monkeypatch.setattr(decoding, "packed_linear_available", lambda dtype: dtype == torch.float32)
+    model = tiny_gpt2(seed=4).to(torch.bfloat16)
+    context = [5, 17, 300, 402, 9]
+    steps = [[7, 8], [9, 10], [11, 12]]
+    fast, got = fast_rows_logits(model, context, steps)
+    assert {type(prepared) for _, prepared in fast._packed.values()} == {decoding.WidenedWeight}
+    assert fast._lean is not None and got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), model_rows_logits(model, context, steps).float(), rtol=0.05, atol=0.05)
+
+
 def test_holds_fp16_values():
     assert decoding.holds_fp16_values(torch.tensor([0.5, -2.0, 65504.0]))
     assert not decoding.holds_fp16_values(torch.tensor([0.1]))  # rounds in fp16

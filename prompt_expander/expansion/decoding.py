@@ -211,6 +211,25 @@ class PackedWeight:
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, bias, "none", [], "")
 
 
+class WidenedWeight:
+    """A bf16 or fp16 weight on a CPU that cannot pack that dtype, multiplied in fp32 (its values widen exactly)
+    through an Fp16ValuedWeight or a PackedWeight, the result rounded back to the model's dtype as a native
+    bf16 matmul rounds its fp32 sums.
+
+    Without it such a model fell back to kernels chosen by row count (streaming up to 2 rows, addmm beyond) in
+    emulated bf16: on an AVX2-only AMD EPYC an expand() took 2.8 s, 8 variations 97 s, and every variation
+    differed from its seed alone (docs/benchmarks.md)."""
+
+    def __init__(self, inner, dtype: torch.dtype):
+        self.inner, self.dtype = inner, dtype
+
+    def __call__(self, x: torch.Tensor, bias: torch.Tensor | None, tanh_gelu: bool = False,
+                 residual: torch.Tensor | None = None) -> torch.Tensor:
+        out = self.inner(x.float(), None if bias is None else bias.float(), tanh_gelu=tanh_gelu,
+                         residual=None if residual is None else residual.float())
+        return out.to(self.dtype)
+
+
 def _no_decode_cache():
     return None
 
@@ -302,7 +321,8 @@ class FastGPT2:
 
     def _prepare_weights(self, rows: int) -> None:
         """Before each decode on CPU: keep fp16-valued fp32 weights in fp16 for FBGEMM (see Fp16ValuedWeight)
-        and pre-pack the others for oneDNN (see PackedWeight), where this torch can; else lay them out for
+        and pre-pack the others for oneDNN (see PackedWeight), where this torch can; a bf16 or fp16 model whose
+        dtype this CPU cannot pack gets the same, widened to fp32 (see WidenedWeight); else lay them out for
         streaming (see _stream_matmul).
 
         Each copy is made again only when its weight changed: a host moving or casting the model gives it
@@ -319,16 +339,23 @@ class FastGPT2:
             return (w.data_ptr(), w.dtype, -1 if w.is_inference() else w._version, epoch)
 
         dtype = self.head.dtype
-        fp16_weights = dtype == torch.float32 and fp16_weight_linear_available()
         packing = packed_linear_available(dtype)
-        self._use_packed = rows >= self._packed_from and (fp16_weights or packing)
+        # A bf16 or fp16 model on a CPU that cannot pack its dtype multiplies in fp32 (see WidenedWeight).
+        widen = dtype in (torch.bfloat16, torch.float16) and not packing and packed_linear_available(torch.float32)
+        fp16_weights = (dtype == torch.float32 or widen) and fp16_weight_linear_available()
+        self._use_packed = rows >= self._packed_from and (fp16_weights or packing or widen)
         # Streamed copies only where some matmul of this decode may need them.
-        streaming = not (self._use_packed and self._packed_from <= 1 and packing)
+        streaming = not (self._use_packed and self._packed_from <= 1 and (packing or widen))
 
         def prepared(w):
-            if fp16_weights and holds_fp16_values(w):
-                return Fp16ValuedWeight(w)
-            return PackedWeight(w) if packing else None
+            wide = w.float() if widen else w
+            if fp16_weights and holds_fp16_values(wide):
+                made = Fp16ValuedWeight(wide)
+            elif packing or widen:
+                made = PackedWeight(wide)
+            else:
+                return None
+            return WidenedWeight(made, dtype) if widen else made
         if not streaming:
             self._streamed = {}
         for block in self.blocks:
@@ -350,7 +377,7 @@ class FastGPT2:
     def decode_rows(self, n: int) -> int:
         """How many rows a decode of n rows computes: n, or more on a CPU where FBGEMM's kernel for n rows
         sums in its own way (see Fp16RowPlan), so that a row gets the same bits whatever n is."""
-        if self.head.device.type != "cpu" or self.head.dtype != torch.float32:
+        if self.head.device.type != "cpu":
             return n
         plan = fp16_row_plan()
         return plan.padded[n - 1] if plan is not None and n <= plan.chunk else n
