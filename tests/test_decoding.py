@@ -214,7 +214,7 @@ def test_an_fp16_row_plan_pads_and_chunks_to_the_same_product():
     g = torch.Generator().manual_seed(1)
     weight, x = torch.randn(24, 32, generator=g).half().float(), torch.randn(11, 32, generator=g)
     packed = decoding.Fp16ValuedWeight(weight).packed
-    out = decoding.Fp16RowPlan((3, 3, 3, 4))(x, packed)  # chunks of 4, 4 and 3 rows
+    out = decoding.Fp16RowPlan((3, 3, 3, 4))(x, packed, {})  # chunks of 4, 4 and 3 rows
     assert out.shape == (11, 24)
     torch.testing.assert_close(out, x @ weight.t(), rtol=1e-5, atol=1e-5)
 

@@ -94,19 +94,22 @@ class Fp16RowPlan:
             return None
         return cls(tuple(next(k for k in kept if k >= m) for m in range(1, kept[-1] + 1)))
 
-    def __call__(self, x: torch.Tensor, packed) -> torch.Tensor:
-        """x @ weight.T through FBGEMM, padded and chunked as the plan says."""
+    def __call__(self, x: torch.Tensor, packed, buffers: dict) -> torch.Tensor:
+        """x @ weight.T through FBGEMM, padded and chunked as the plan says. `buffers` keeps the padded inputs,
+        by shape, between calls: allocating and concatenating them at every call cost more than the padded
+        rows' arithmetic (a third of a step's matmul time)."""
         n = x.shape[0]
-        if n <= self.chunk and self.padded[n - 1] == n:
+        if n > self.chunk:
+            return torch.cat([self(x[start:start + self.chunk], packed, buffers) for start in range(0, n, self.chunk)])
+        rows = self.padded[n - 1]
+        if rows == n:
             return torch.ops.quantized.linear_dynamic_fp16(x, packed)
-        parts = []
-        for start in range(0, n, self.chunk):
-            part = x[start:start + self.chunk]
-            rows = part.shape[0]
-            if self.padded[rows - 1] != rows:
-                part = torch.cat([part, part.new_zeros(self.padded[rows - 1] - rows, part.shape[1])])
-            parts.append(torch.ops.quantized.linear_dynamic_fp16(part, packed)[:rows])
-        return parts[0] if len(parts) == 1 else torch.cat(parts)
+        buffer = buffers.get((rows, x.shape[1]))
+        if buffer is None:
+            with torch.inference_mode(False):  # usable in and out of inference mode
+                buffer = buffers[rows, x.shape[1]] = torch.zeros(rows, x.shape[1], dtype=x.dtype)
+        buffer[:n] = x
+        return torch.ops.quantized.linear_dynamic_fp16(buffer, packed)[:n]
 
 
 _FP16_PLAN: list[Fp16RowPlan | None] = []
@@ -157,26 +160,12 @@ class Fp16ValuedWeight:
     def __init__(self, weight: torch.Tensor):
         self.packed = torch.ops.quantized.linear_prepack_fp16(weight.detach().contiguous(), None)
         self.rows = fp16_row_plan()
-        # (rows, in) -> a buffer the padded rows are copied into: allocating and concatenating at every call
-        # cost more than the padded rows' arithmetic (a third of a step's matmul time).
-        self._padded: dict[tuple[int, int], torch.Tensor] = {}
+        self._padded: dict[tuple[int, int], torch.Tensor] = {}  # (rows, in) -> padded input, see Fp16RowPlan
 
     def __call__(self, x: torch.Tensor, bias: torch.Tensor | None, tanh_gelu: bool = False,
                  residual: torch.Tensor | None = None) -> torch.Tensor:
         """x @ weight.T + bias, then either tanh-GELU or + residual (as PackedWeight)."""
-        n = x.shape[0]
-        padded = self.rows.padded[n - 1] if n <= self.rows.chunk else None
-        if padded == n:
-            out = torch.ops.quantized.linear_dynamic_fp16(x, self.packed)
-        elif padded is not None:
-            buffer = self._padded.get((padded, x.shape[1]))
-            if buffer is None:
-                with torch.inference_mode(False):  # usable in and out of inference mode
-                    buffer = self._padded[padded, x.shape[1]] = torch.zeros(padded, x.shape[1], dtype=x.dtype)
-            buffer[:n] = x
-            out = torch.ops.quantized.linear_dynamic_fp16(buffer, self.packed)[:n]
-        else:
-            out = self.rows(x, self.packed)
+        out = self.rows(x, self.packed, self._padded)
         if bias is not None:
             out += bias
         if tanh_gelu:
