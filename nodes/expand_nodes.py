@@ -78,7 +78,8 @@ def clip_counter(clip):
 
 
 DTYPE_TOOLTIP = ("auto = fp16 on GPUs that ComfyUI runs in fp16, fp32 on CPU. bf16 on CPU can be faster for "
-                 "many variations, but its text may differ between CPU models.")
+                 "many variations on CPUs with native bf16 (slower than fp32 on the others), but its text may "
+                 "differ between CPU models.")
 
 
 class LoadPromptExpander:
