@@ -219,9 +219,15 @@ def test_an_fp16_row_plan_pads_and_chunks_to_the_same_product():
     torch.testing.assert_close(out, x @ weight.t(), rtol=1e-5, atol=1e-5)
 
 
-def test_a_decode_computes_the_rows_the_fp16_row_plan_asks_for(expander, monkeypatch):
-    """Where FBGEMM's 1-row and 2-row kernels sum in their own ways, a decode of 1 or 2 rows runs 3, so that
-    every row takes the common path, and variation i still equals seed + i alone."""
+def test_a_decode_computes_the_rows_the_fp16_row_plan_asks_for(tiny_model_dir, monkeypatch):
+    """Where FBGEMM's 1-row and 2-row kernels sum in their own ways, a decode of 1 or 2 rows through them runs 3,
+    so that every row takes the common path, and variation i still equals seed + i alone."""
+    from prompt_expander.expansion.expander import Expander
+    from prompt_expander.model.loading import load_model, load_tokenizer
+    if not decoding.fp16_weight_linear_available():
+        pytest.skip("this torch build has no FBGEMM")
+    model = fp16_valued(load_model(tiny_model_dir, torch.device("cpu"), torch.float32))  # a model of its own
+    expander = Expander(model, load_tokenizer(tiny_model_dir), tiny_model_dir, "tiny-gpt2")
     monkeypatch.setattr(decoding, "_FP16_PLAN", [decoding.Fp16RowPlan((3, 3, 3, 4, 5, 6, 8, 8))])
     widths = []
     for name in ("step", "step_rows"):
@@ -235,6 +241,13 @@ def test_a_decode_computes_the_rows_the_fp16_row_plan_asks_for(expander, monkeyp
             assert [r.text for r in expander.expand_many("a red fox", n, seed=3, contrast=contrast)] == alone[:n]
     # 1, 3 and 7 rows; 2, 6 and 14 with contrast (past the plan's 8 rows, Fp16RowPlan splits each call itself)
     assert set(widths) == {3, 8, 6, 14}
+    with torch.no_grad():  # weights with other fp32 values go to oneDNN: nothing to pad
+        for param in model.parameters():
+            param.add_(torch.full_like(param, 1e-6))
+    weights_changed(model)
+    widths.clear()
+    expander.expand("a red fox", seed=3, contrast=0.0)
+    assert set(widths) == {1}
 
 
 @torch.inference_mode()

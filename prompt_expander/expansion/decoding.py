@@ -279,6 +279,7 @@ class FastGPT2:
         self._packed_from = self.PACKED_ROWS  # from how many rows a matmul uses self._packed
         self._head: StreamedWeight | None = None
         self._lean: list[tuple] | None = None  # per block, what _lean_layers reads; None: use _block
+        self._fp16_matmul = False  # some prepared weight of this decode goes to FBGEMM (see decode_rows)
         self.graphs = None  # graphs.DecodeGraphs, once a CUDA decode with graphs on asks
 
     def __reduce__(self):
@@ -318,7 +319,7 @@ class FastGPT2:
         new storage, a style mixed in place calls weights_changed() (and bumps the version counter, which
         tensors made under inference_mode lack).
         """
-        self._lean = None
+        self._lean, self._fp16_matmul = None, False
         if self.head.device.type != "cpu":
             self._streamed, self._packed, self._head, self._use_packed = {}, {}, None, False
             return
@@ -362,14 +363,17 @@ class FastGPT2:
             self._packed["head"] = (key, prepared(self.head))
         if self._use_packed and self._packed_from <= 1 and self.tanh_gelu:
             self._lean = self._lean_plan()
+        kernels = (p.inner if isinstance(p, WidenedWeight) else p for _, p in self._packed.values())
+        self._fp16_matmul = self._use_packed and any(isinstance(k, Fp16ValuedWeight) for k in kernels)
 
     def decode_rows(self, n: int) -> int:
-        """How many rows a decode of n rows computes: n, or more on a CPU where FBGEMM's kernel for n rows
-        sums in its own way (see Fp16RowPlan), so that a row gets the same bits whatever n is."""
-        if self.head.device.type != "cpu":
+        """How many rows a decode of n rows computes, once its weights are prepared: n, or more where they go
+        to FBGEMM and its kernel for n rows sums in its own way (see Fp16RowPlan), so that a row gets the same
+        bits whatever n is."""
+        if not self._fp16_matmul:
             return n
         plan = fp16_row_plan()
-        return plan.padded[n - 1] if plan is not None and n <= plan.chunk else n
+        return plan.padded[n - 1] if n <= plan.chunk else n
 
     def _prepared(self, key):
         """The Fp16ValuedWeight or PackedWeight this decode uses for a weight (id(Conv1D) or "head"), or None."""
@@ -499,12 +503,14 @@ def decode_fast(model, context_ids: list[int], rows: RowDecoder, should_stop: Ca
         uncond_kv, uncond_pos = fast.kv, len(unconditional_ids)
         if graphs is not None:
             uncond_static = graphs.step(rows.n, uncond_total, uncond_kv, uncond_pos, slot=1)
+    n = rows.n
+    logits = fast.prefill(torch.tensor([context_ids], device=device), n, total)
     # Rows each step computes: more than asked where FBGEMM's kernel for that many rows sums in its own way
     # (see Fp16RowPlan); the extra rows decode a dummy token and are never read.
-    n = rows.n
     asked = 2 * n if contrast else n
     width = asked if graphs is not None else fast.decode_rows(asked)  # graphs record the asked rows (CUDA)
-    logits = fast.prefill(torch.tensor([context_ids], device=device), n if contrast else width, total)[:n]
+    if width > asked and not contrast:
+        fast.kv = [torch.cat([kv, kv[:, :1].expand(-1, width - n, -1, -1, -1)], dim=1) for kv in fast.kv]
     cond_kv = fast.kv
     pos = len(context_ids)
     static = None
