@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..prompt_expander.errors import ExpanderError
-from ..prompt_expander.limits import MAX_CONTRAST, MAX_VARIATIONS
+from ..prompt_expander.limits import MAX_CANDIDATES, MAX_CONTRAST, MAX_VARIATIONS
 from .comfy_model import (DEFAULT_CHOICE, ExpanderHandle, load_handle, lora_choices, model_choices, resolve_lora,
                           resolve_model)
 
@@ -34,6 +34,11 @@ OPTIONAL_INPUTS = {
                            "tooltip": "Concept-contrastive decoding: above 0, words your prompt makes likelier win "
                                       "over words any prompt would get, so the addition is about your subject. "
                                       "0 turns it off. About 1.1x the decode time."}),
+    # Last: a saved workflow lists its widget values in order, and older ones stop before this.
+    "candidates": ("INT", {"default": 1, "min": 1, "max": MAX_CANDIDATES,
+                           "tooltip": "Sample this many additions and keep the one whose words are closest to your "
+                                      "prompt's: more on-topic, at about this many times the decode work (little "
+                                      "on a GPU). 1 = off."}),
 }
 HIDDEN = {"unique_id": "UNIQUE_ID", "extra_pnginfo": "EXTRA_PNGINFO", "prompt": "PROMPT"}
 
@@ -44,14 +49,15 @@ def _comfy():
 
 
 def run_expansion(expander: ExpanderHandle, text, seed, creativity, budget, safe_mode, blocklist="", negative=False,
-                  n=1, count=None, progress=None, contrast=0.0):
+                  n=1, count=None, progress=None, contrast=0.0, candidates=1):
     """Expand n variations (seeds seed..seed+n-1) under ComfyUI's memory manager and interrupt flag."""
     if not isinstance(expander, ExpanderHandle):
         raise ExpanderError("Prompt Expander: connect the output of Load Prompt Expander to 'expander'")
     exp = expander.ready()
     mm = _comfy()
     return exp.expand_many(text, n, seed, styles=expander.styles, temperature=creativity, budget=budget,
-                           safe_mode=safe_mode, blocklist=blocklist, negative=negative, contrast=contrast, count=count,
+                           safe_mode=safe_mode, blocklist=blocklist, negative=negative, contrast=contrast,
+                           candidates=candidates, count=count,
                            should_stop=mm.throw_exception_if_processing_interrupted, on_progress=progress)
 
 
@@ -150,9 +156,9 @@ class ExpandPrompt:
         return {"required": dict(EXPAND_INPUTS), "optional": dict(OPTIONAL_INPUTS), "hidden": dict(HIDDEN)}
 
     def expand(self, expander, text, seed, creativity, budget, safe_mode, blocklist="", negative=False, contrast=0.0,
-               unique_id=None, extra_pnginfo=None, prompt=None):
+               candidates=1, unique_id=None, extra_pnginfo=None, prompt=None):
         r = run_expansion(expander, text, seed, creativity, budget, safe_mode, blocklist, negative,
-                          contrast=contrast)[0]
+                          contrast=contrast, candidates=candidates)[0]
         record_in_metadata(unique_id, extra_pnginfo, prompt, [r.text])
         return {"ui": {"text": [r.text]}, "result": (r.text, r.added)}
 
@@ -171,11 +177,11 @@ class ExpandPromptEncode:
         return {"required": required, "optional": dict(OPTIONAL_INPUTS), "hidden": dict(HIDDEN)}
 
     def expand_encode(self, expander, text, seed, creativity, budget, safe_mode, clip, blocklist="", negative=False,
-                      contrast=0.0, unique_id=None, extra_pnginfo=None, prompt=None):
+                      contrast=0.0, candidates=1, unique_id=None, extra_pnginfo=None, prompt=None):
         if clip is None:
             raise ExpanderError("Prompt Expander: the clip input is empty (does the checkpoint contain a CLIP?)")
         r = run_expansion(expander, text, seed, creativity, budget, safe_mode, blocklist, negative,
-                          count=clip_counter(clip), contrast=contrast)[0]
+                          count=clip_counter(clip), contrast=contrast, candidates=candidates)[0]
         record_in_metadata(unique_id, extra_pnginfo, prompt, [r.text])
         tokens = clip.tokenize(r.text)
         if hasattr(clip, "encode_from_tokens_scheduled"):
@@ -202,12 +208,13 @@ class ExpandPromptVariations:
         return {"required": required, "optional": dict(OPTIONAL_INPUTS), "hidden": dict(HIDDEN)}
 
     def variations(self, expander, text, seed, creativity, budget, safe_mode, variations, blocklist="",
-                   negative=False, contrast=0.0, unique_id=None, extra_pnginfo=None, prompt=None):
+                   negative=False, contrast=0.0, candidates=1, unique_id=None, extra_pnginfo=None, prompt=None):
         import comfy.utils
         bar = comfy.utils.ProgressBar(100)
         results = run_expansion(expander, text, seed, creativity, budget, safe_mode, blocklist, negative,
                                 n=variations, progress=lambda step, total: bar.update_absolute(
-                                    min(100, int(100 * step / max(total, 1))), 100), contrast=contrast)
+                                    min(100, int(100 * step / max(total, 1))), 100), contrast=contrast,
+                                candidates=candidates)
         bar.update_absolute(100, 100)
         texts = [r.text for r in results]
         record_in_metadata(unique_id, extra_pnginfo, prompt, texts)

@@ -18,3 +18,5 @@ def check_text(text, what: str = "text") -> str:
     except UnicodeEncodeError as e:  # a lone surrogate: bytes that were not UTF-8 (a shell argument, say)
         raise InputError(f"{what} is not valid UTF-8 (a bad byte at character {e.start + 1})") from None
     return text
+MAX_CANDIDATES = 16  # additions sampled per expansion for the on-topic pick; each is a decoded row
+MAX_ROWS = 256  # rows one decode computes (variations x candidates); more go in several decodes

@@ -124,6 +124,8 @@ class PromptExpanderScript(scripts.Script):
                 budget = gr.Slider(0, 225, value=0, step=1, label="CLIP-token budget (0 = fill the current chunk)")
                 contrast = gr.Slider(0.0, 2.0, value=1.0, step=0.05,
                                      label="Contrast (0 = off; favours words your prompt makes likelier)")
+                candidates = gr.Slider(1, webui.MAX_CANDIDATES, value=1, step=1,
+                                       label="Candidates (1 = off; keeps the most on-topic of this many)")
             with gr.Row():
                 seed_mode = gr.Radio([webui.SEED_PER_IMAGE, webui.SEED_FIXED], value=webui.SEED_PER_IMAGE,
                                      label="Expansion seed")
@@ -136,7 +138,7 @@ class PromptExpanderScript(scripts.Script):
         components = dict(enabled=enabled, model=model, lora=lora, lora_strength=lora_strength,
                           temperature=temperature, budget=budget, seed_mode=seed_mode, fixed_seed=fixed_seed,
                           safe_mode=safe_mode, blocklist=blocklist, expand_negative=expand_negative,
-                          apply_hires=apply_hires, contrast=contrast)
+                          apply_hires=apply_hires, contrast=contrast, candidates=candidates)
         readers = webui.infotext_keys()
         self.infotext_fields = [(components[name], reader) for name, reader in readers.items()]
         self.paste_field_names = list(webui.PASTE_KEYS)

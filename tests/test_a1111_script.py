@@ -59,7 +59,7 @@ def test_script_shape_and_ui(script):
     s = script.PromptExpanderScript()
     assert s.title() == "Prompt Expander" and s.show(False) is modules.scripts.AlwaysVisible
     comps = s.ui(False)
-    assert len(comps) == 13  # the API args, in Options order; contrast is the newest, last
+    assert len(comps) == 14  # the API args, in Options order; contrast and candidates are the newest, last
     assert comps[1].args[0] == ["default", "tiny"] and comps[2].args[0] == ["None", "anime", "photo", "tinystyle"]
     assert {k for _, k in s.infotext_fields if isinstance(k, str)} >= {"Prompt Expander", "Prompt Expander budget"}
     from modules import shared
@@ -237,8 +237,21 @@ def test_contrast_reaches_the_core_is_stored_and_pasted_back(script, tiny_model_
     assert p.all_prompts[0] == core_expand(tiny_model_dir, "a castle", 3, contrast=0.8)
     info = p.infotext(0)
     assert info["Prompt Expander contrast"] == 0.8
-    assert _paste(script, info)[-1] == 0.8
+    assert _paste(script, info)[-2] == 0.8
     plain = make_p(["a castle"], [3])
     run(script, plain)
     assert "Prompt Expander contrast" not in plain.infotext(0)  # off: nothing new in old-style infotexts
-    assert _paste(script, plain.infotext(0))[-1] == 0.0
+    assert _paste(script, plain.infotext(0))[-2] == 0.0
+
+
+def test_candidates_reach_the_core_are_stored_and_pasted_back(script, tiny_model_dir):
+    p = make_p(["a castle"], [3])
+    run(script, p, candidates=3)
+    assert p.all_prompts[0] == core_expand(tiny_model_dir, "a castle", 3, candidates=3)
+    info = p.infotext(0)
+    assert info["Prompt Expander candidates"] == 3
+    assert _paste(script, info)[-1] == 3
+    plain = make_p(["a castle"], [3])
+    run(script, plain)
+    assert "Prompt Expander candidates" not in plain.infotext(0)  # off: nothing new in old-style infotexts
+    assert _paste(script, plain.infotext(0))[-1] == 1

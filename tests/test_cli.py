@@ -41,3 +41,14 @@ def test_clear_errors(tiny_model_dir, capsys):
     assert "top_p" in capsys.readouterr().err
     assert main(["expand", "a cat", "--model", "/no/such/folder"]) == 1
     assert "no model folder" in capsys.readouterr().err
+
+
+def test_expand_candidates_keeps_the_cores_pick_and_records_it(tiny_model_dir, capsys):
+    from prompt_expander.expansion.resident import load_expander
+    assert main(["expand", "a castle", "--model", str(tiny_model_dir), "--seed", "7", "--candidates", "3",
+                 "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["text"] == load_expander(str(tiny_model_dir)).expand("a castle", 7, candidates=3).text
+    assert result["settings"]["candidates"] == 3
+    assert main(["expand", "a castle", "--model", str(tiny_model_dir), "--candidates", "17"]) == 1
+    assert "candidates" in capsys.readouterr().err

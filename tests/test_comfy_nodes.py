@@ -259,6 +259,19 @@ def test_the_contrast_input_reaches_the_core_in_every_expand_node(pack, mm):
     assert spec[1]["default"] == 1.0 and spec[1]["max"] == 2.0
 
 
+def test_the_candidates_input_reaches_the_core_in_every_expand_node(pack, mm):
+    handle = node(pack, "LoadPromptExpander").load("tiny", "cpu", "fp32")[0]
+    core = [handle.expander.expand("a castle", seed=5 + i, candidates=3).text for i in range(2)]
+    assert node(pack, "ExpandPrompt").expand(handle, "a castle", 5, 0.8, 0, True, candidates=3)["result"][0] == core[0]
+    out = node(pack, "ExpandPromptVariations").variations(handle, "a castle", 5, 0.8, 0, True, 2, candidates=3)
+    assert out["result"][0] == core
+    enc = node(pack, "ExpandPromptEncode").expand_encode(handle, "a castle", 5, 0.8, 0, True, FakeClip(), candidates=3)
+    assert enc["result"][1] == handle.expander.expand("a castle", seed=5, candidates=3, count=pack_counter(pack)).text
+    optional = pack.NODE_CLASS_MAPPINGS["ExpandPrompt"].INPUT_TYPES()["optional"]
+    # Off by default and the last widget: a workflow saved before it existed loads with its values in place.
+    assert list(optional)[-1] == "candidates" and optional["candidates"][1]["default"] == 1
+
+
 def pack_counter(pack):
     from importlib import import_module
     nodes = import_module(pack.__name__ + ".nodes.expand_nodes")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..fileio import atomic_path
-from ..limits import MAX_TEXT_CHARS, MAX_VARIATIONS, check_text
+from ..limits import MAX_CANDIDATES, MAX_TEXT_CHARS, MAX_VARIATIONS, check_text
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -25,6 +25,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--contrast", type=float, default=None, metavar="LAMBDA",
                    help="concept-contrastive decoding, 0 (off) to 2: favour words the prompt makes likelier than they "
                         "are with no prompt, over generic filler (default: the model's own; 1.0 for the shipped one)")
+    p.add_argument("--candidates", type=int, default=1, metavar="K",
+                   help=f"sample K additions and keep the one closest to the prompt's words, 1 (off) to "
+                        f"{MAX_CANDIDATES}: more on-topic, about K times the decode work (default 1)")
     p.add_argument("--max-tokens", type=int, default=0,
                    help="CLIP tokens the expansion may add; 0 fills the current 75-token chunk (default)")
     p.add_argument("--no-safe", action="store_true", help="allow NSFW words to be added (never censors your words)")
@@ -55,7 +58,7 @@ def _settings(args) -> dict:
     if blocklist.startswith("@"):
         blocklist = _read_word_file(blocklist[1:])
     return dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, budget=args.max_tokens,
-                contrast=args.contrast,
+                contrast=args.contrast, candidates=args.candidates,
                 safe_mode=not args.no_safe, blocklist=blocklist, negative=args.negative, fast=not args.reference)
 
 

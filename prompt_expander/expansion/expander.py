@@ -17,8 +17,9 @@ from .budget import approx_clip_tokens, clip_budget
 from .decoding import FastGPT2, decode_fast, decode_reference, holds_fp16_values, weights_changed
 from ..errors import AdapterError, InputError, ModelLoadError, NegativeNotSupportedError
 from ..fragments import fragments, read_known_words, words_in
-from ..limits import MAX_ADAPTER_WEIGHT, MAX_CONTRAST, MAX_VARIATIONS, check_text
+from ..limits import MAX_ADAPTER_WEIGHT, MAX_CANDIDATES, MAX_CONTRAST, MAX_ROWS, MAX_VARIATIONS, check_text
 from ..model.meta import ModelMeta, file_inside
+from .on_topic import OnTopicPicker, candidate_seeds
 from ..paths import BUNDLED_LORAS
 from .sampling import RowDecoder, normalise_seed
 from ..splits import join_compounds, tidy_splits
@@ -48,6 +49,8 @@ class ExpandSettings:
     # None: the model's own (ModelMeta.contrast). Results record the number used.
     contrast: float | None = None
     fast: bool = True  # False runs the stock transformers generate() loop (the reference)
+    # additions sampled per expansion, the most on-topic kept (see on_topic.py); 1 = off, the plain expansion
+    candidates: int = 1
 
     def validated(self) -> "ExpandSettings":
         t, k, p = self.temperature, self.top_k, self.top_p
@@ -60,6 +63,9 @@ class ExpandSettings:
         c = self.contrast
         if c is not None and (isinstance(c, bool) or not isinstance(c, (int, float)) or not (0 <= c <= MAX_CONTRAST)):
             raise InputError(f"contrast must be a number from 0 (off) to {MAX_CONTRAST}, got {c!r}")
+        k = self.candidates
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_CANDIDATES:
+            raise InputError(f"candidates must be a whole number from 1 (off) to {MAX_CANDIDATES}, got {k!r}")
         if isinstance(self.budget, bool) or not isinstance(self.budget, int) or self.budget < 0:
             raise InputError(f"budget must be a whole number of CLIP tokens >= 0 (0 = auto), got {self.budget!r}")
         return self
@@ -315,6 +321,26 @@ class Expander:
 
     def _decode(self, prompt: syntax.ParsedPrompt, seeds, settings, budget, count_fn, should_stop,
                 on_progress) -> list[str]:
+        """One addition per seed: the decoded one, or with settings.candidates > 1 the most on-topic of that
+        many, sampled with candidate_seeds(seed) (the first is the plain expansion of the seed)."""
+        k = settings.candidates
+        if k == 1:
+            return self._decode_rows(prompt, seeds, settings, budget, count_fn, should_stop, on_progress)
+        picker = OnTopicPicker(self.tokenizer, self.model.get_input_embeddings().weight)
+        subject = prompt.plain.lower() if self.meta.lowercase else prompt.plain
+        per_decode = max(1, MAX_ROWS // k)  # a row's text does not depend on the rows beside it
+        picked = []
+        for start in range(0, len(seeds), per_decode):
+            group = seeds[start:start + per_decode]
+            rows = [c for s in group for c in candidate_seeds(s, k)]
+            added = self._decode_rows(prompt, rows, settings, budget, count_fn, should_stop, on_progress)
+            for i in range(len(group)):
+                options = added[i * k:(i + 1) * k]
+                picked.append(options[picker.pick(subject, options)])
+        return picked
+
+    def _decode_rows(self, prompt: syntax.ParsedPrompt, seeds, settings, budget, count_fn, should_stop,
+                     on_progress) -> list[str]:
         plain, user_words = prompt.plain, prompt.content_words
         max_new = min(budget * 2 + 8, self.n_positions // 2)
         rows = RowDecoder(self.vocab, self._bans(settings, user_words), seeds,

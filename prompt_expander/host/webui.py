@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ExpanderError
+from ..limits import MAX_CANDIDATES  # noqa: F401 - the script's slider reads it from here
 from ..paths import BUNDLED_LORAS, DEFAULT_MODEL, find_named_folder, list_adapter_folders, list_model_folders
 
 KEY = "Prompt Expander"  # infotext key holding the model; its presence re-enables the script on paste
@@ -13,6 +14,7 @@ KEY_LORA = "Prompt Expander LoRA"
 KEY_TEMPERATURE = "Prompt Expander temperature"
 KEY_BUDGET = "Prompt Expander budget"
 KEY_CONTRAST = "Prompt Expander contrast"
+KEY_CANDIDATES = "Prompt Expander candidates"
 KEY_SEED = "Prompt Expander seed"
 KEY_SAFE = "Prompt Expander safe"
 KEY_BLOCKLIST = "Prompt Expander blocklist"
@@ -27,7 +29,7 @@ KEY_ERROR = "Prompt Expander error"
 # double the image's metadata. A cut original is not pasted back (see restore_original).
 INFOTEXT_ORIGINAL_MAX = 2000
 PASTE_KEYS = (KEY, KEY_LORA, KEY_TEMPERATURE, KEY_BUDGET, KEY_SEED, KEY_SAFE, KEY_BLOCKLIST, KEY_NEGATIVE, KEY_HIRES,
-              KEY_CONTRAST)
+              KEY_CONTRAST, KEY_CANDIDATES)
 DEFAULT = "default"
 NO_LORA = "None"
 SEED_PER_IMAGE = "per image (image seed)"
@@ -49,7 +51,8 @@ class Options:
     blocklist: str = ""
     expand_negative: bool = False
     apply_hires: bool = True
-    contrast: float = 0.0  # last: API callers pass these positionally, and older calls stop before it
+    contrast: float = 0.0  # these last: API callers pass the fields positionally, and older calls stop before them
+    candidates: int = 1
 
     @classmethod
     def from_args(cls, args) -> "Options":
@@ -105,7 +108,8 @@ def expand_prompts(expander, prompts, seeds, opts: Options, styles, negative=Fal
             memo[key] = expander.expand(text, seed, styles=styles, temperature=float(opts.temperature),
                                         budget=int(opts.budget), safe_mode=bool(opts.safe_mode),
                                         blocklist=opts.blocklist, negative=negative, count=count,
-                                        contrast=0.0 if negative else float(opts.contrast)).text
+                                        contrast=0.0 if negative else float(opts.contrast),
+                                        candidates=1 if negative else int(opts.candidates)).text
         out.append(memo[key])
     return out
 
@@ -129,6 +133,8 @@ def apply_to_processing(p, expander, opts: Options, models_root: Path | None = N
     params[KEY_BUDGET] = int(opts.budget)
     if float(opts.contrast):
         params[KEY_CONTRAST] = float(opts.contrast)
+    if int(opts.candidates) != 1:
+        params[KEY_CANDIDATES] = int(opts.candidates)
     params[KEY_SEED] = "image" if opts.seed_mode != SEED_FIXED else int(opts.fixed_seed)
     if not opts.safe_mode:
         params[KEY_SAFE] = False
@@ -214,4 +220,5 @@ def infotext_keys() -> dict:
         "expand_negative": lambda d: str(d.get(KEY_NEGATIVE, "False")) == "True",
         "apply_hires": lambda d: str(d.get(KEY_HIRES, "True")) != "False",
         "contrast": lambda d: float(d.get(KEY_CONTRAST, 0.0)),
+        "candidates": lambda d: int(d.get(KEY_CANDIDATES, 1)),
     }

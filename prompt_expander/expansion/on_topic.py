@@ -1,0 +1,50 @@
+"""The on-topic pick: of several sampled additions, keep the one whose words are closest to the input's."""
+from __future__ import annotations
+
+import torch
+
+from .sampling import SEED_SPACE
+
+# Candidate j of seed s is sampled with seed s + j * CANDIDATE_STRIDE: candidate 0 is the plain expansion of s,
+# and an odd stride this large never lands on the seeds s + 1, s + 2, ... of the next variations.
+CANDIDATE_STRIDE = 0x9E3779B97F4A7C15
+
+
+def candidate_seeds(seed: int, candidates: int) -> list[int]:
+    return [(seed + j * CANDIDATE_STRIDE) % SEED_SPACE for j in range(candidates)]
+
+
+class OnTopicPicker:
+    """Scores a text by cos(mean token embedding of the text, mean token embedding of the input), both taken
+    from the expander's own input embeddings less their vocabulary mean (the direction every token shares).
+
+    Measured with a separate judge (all-MiniLM-L6-v2, never loaded here): the best of 8 by this score roughly
+    doubles the specificity of the additions to PartiPrompts and ImageNet classes (docs/specificity.md). A
+    deeper layer's states scored no better than these embeddings, and these cost no forward pass."""
+
+    def __init__(self, tokenizer, embeddings: torch.Tensor):
+        self.tokenizer = tokenizer
+        self.weights = embeddings.detach()
+        self.centre = self.weights.float().mean(0)
+
+    def vector(self, text: str) -> torch.Tensor | None:
+        # With a leading space, as the words stand inside a prompt; None for a text with no tokens.
+        ids = self.tokenizer.encode(" " + text.strip(), add_special_tokens=False) if text.strip() else []
+        ids = [i for i in ids if 0 <= i < len(self.weights)]
+        if not ids:
+            return None
+        mean = self.weights[torch.tensor(ids, device=self.weights.device)].float().mean(0)
+        return torch.nn.functional.normalize(mean - self.centre, dim=0)
+
+    def pick(self, text: str, candidates: list[str]) -> int:
+        """The index of the candidate closest to `text`; the first among equals, and 0 when none can be scored."""
+        target = self.vector(text)
+        if target is None:
+            return 0
+        best, best_score = 0, -float("inf")
+        for j, candidate in enumerate(candidates):
+            v = self.vector(candidate)
+            score = -float("inf") if v is None else float(v @ target)
+            if score > best_score:
+                best, best_score = j, score
+        return best
