@@ -29,7 +29,7 @@ def picker():
     words = ["lemon", "citrus", "castle", "tower", "art", "x"]
     embeddings = torch.tensor([[1.0, 0.0, 0.0], [0.9, 0.1, 0.0], [0.0, 1.0, 0.0], [0.1, 0.9, 0.0],
                                [0.0, 0.0, 1.0], [0.3, 0.3, 0.3]])
-    return OnTopicPicker(WordTokenizer(words), embeddings)
+    return OnTopicPicker(WordTokenizer(words), embeddings, min_words=0)
 
 
 def test_the_picker_keeps_the_candidate_whose_words_are_closest_to_the_input():
@@ -44,6 +44,13 @@ def test_the_picker_skips_candidates_it_cannot_score_and_keeps_the_first_among_e
     assert p.pick("lemon", ["", "unknown words"]) == 0
     assert p.pick("unknown", ["art", "citrus"]) == 0  # nothing to compare with: the plain expansion
     assert p.pick("lemon", ["art", "citrus", "citrus"]) == 1
+
+
+def test_a_short_candidate_is_kept_only_when_every_candidate_is_short():
+    p = OnTopicPicker(picker().tokenizer, picker().weights, min_words=3)
+    assert p.pick("lemon", ["citrus", "castle tower art", "citrus citrus art"]) == 2
+    assert p.pick("lemon", ["castle tower art", "citrus"]) == 0
+    assert p.pick("lemon", ["castle tower", "citrus"]) == 1  # all short: the closest
 
 
 def test_the_kept_addition_is_the_picked_one_of_the_plain_expansions_of_its_candidate_seeds(expander):

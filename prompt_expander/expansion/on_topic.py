@@ -23,8 +23,12 @@ class OnTopicPicker:
     on ImageNet classes (docs/specificity.md). A deeper layer's states scored no better than these embeddings,
     and these cost no forward pass."""
 
-    def __init__(self, tokenizer, embeddings: torch.Tensor):
-        self.tokenizer = tokenizer
+    # Short additions score high (fewer style words dilute their mean): at K = 8 the pick took the 5th
+    # percentile of ImageNet additions from 18 words to 9. One this short is kept only when all are.
+    MIN_WORDS = 15
+
+    def __init__(self, tokenizer, embeddings: torch.Tensor, min_words: int = MIN_WORDS):
+        self.tokenizer, self.min_words = tokenizer, min_words
         self.weights = embeddings.detach()
         self.centre = self.weights.float().mean(0)
 
@@ -38,14 +42,18 @@ class OnTopicPicker:
         return torch.nn.functional.normalize(mean - self.centre, dim=0)
 
     def pick(self, text: str, candidates: list[str]) -> int:
-        """The index of the candidate closest to `text`; the first among equals, and 0 when none can be scored."""
+        """The index of the candidate closest to `text` among those of at least min_words words (among all if
+        none is that long); the first among equals, and 0 when none can be scored."""
         target = self.vector(text)
         if target is None:
             return 0
+        long_enough = any(len(c.split()) >= self.min_words for c in candidates)
         best, best_score = 0, -float("inf")
         for j, candidate in enumerate(candidates):
             v = self.vector(candidate)
-            score = -float("inf") if v is None else float(v @ target)
+            if v is None or (long_enough and len(candidate.split()) < self.min_words):
+                continue
+            score = float(v @ target)
             if score > best_score:
                 best, best_score = j, score
         return best
