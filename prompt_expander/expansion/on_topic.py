@@ -19,7 +19,7 @@ class OnTopicPicker:
     from the expander's own input embeddings less their vocabulary mean (the direction every token shares).
 
     Measured with a separate judge (all-MiniLM-L6-v2, never loaded here): keeping the best of 8 by this score
-    raised the specificity of the default's additions from 0.032 to 0.059 on PartiPrompts and from 0.015 to 0.024
+    raised the specificity of the default's additions from 0.032 to 0.059 on PartiPrompts and from 0.015 to 0.026
     on ImageNet classes (docs/specificity.md). A deeper layer's states scored no better than these embeddings,
     and these cost no forward pass."""
 
