@@ -31,6 +31,7 @@ def _import_core():
 
 core = _import_core()
 webui = importlib.import_module(core.__name__ + ".host.webui")
+limits = importlib.import_module(core.__name__ + ".limits")
 resident = importlib.import_module(core.__name__ + ".expansion.resident")
 hosting = importlib.import_module(core.__name__ + ".host.hosting")
 
@@ -124,7 +125,7 @@ class PromptExpanderScript(scripts.Script):
                 budget = gr.Slider(0, 225, value=0, step=1, label="CLIP-token budget (0 = fill the current chunk)")
                 contrast = gr.Slider(0.0, 2.0, value=1.0, step=0.05,
                                      label="Contrast (0 = off; favours words your prompt makes likelier)")
-                candidates = gr.Slider(1, webui.MAX_CANDIDATES, value=1, step=1,
+                candidates = gr.Slider(1, limits.MAX_CANDIDATES, value=1, step=1,
                                        label="Candidates (1 = off; keeps the most on-topic of this many)")
             with gr.Row():
                 seed_mode = gr.Radio([webui.SEED_PER_IMAGE, webui.SEED_FIXED], value=webui.SEED_PER_IMAGE,

@@ -231,27 +231,17 @@ def test_a_hires_prompt_equal_to_the_prompt_is_not_expanded_twice(script, monkey
     assert sorted(calls) == ["a castle", "a robot", "a robot, hires detail"]
 
 
-def test_contrast_reaches_the_core_is_stored_and_pasted_back(script, tiny_model_dir):
+@pytest.mark.parametrize("name, value, key, off, arg", [("contrast", 0.8, "Prompt Expander contrast", 0.0, -2),
+                                                       ("candidates", 3, "Prompt Expander candidates", 1, -1)])
+def test_a_setting_reaches_the_core_is_stored_and_pasted_back(script, tiny_model_dir, name, value, key, off, arg):
+    """contrast and candidates, the newest API args (arg: their place from the end)."""
     p = make_p(["a castle"], [3])
-    run(script, p, contrast=0.8)
-    assert p.all_prompts[0] == core_expand(tiny_model_dir, "a castle", 3, contrast=0.8)
+    run(script, p, **{name: value})
+    assert p.all_prompts[0] == core_expand(tiny_model_dir, "a castle", 3, **{name: value})
     info = p.infotext(0)
-    assert info["Prompt Expander contrast"] == 0.8
-    assert _paste(script, info)[-2] == 0.8
+    assert info[key] == value
+    assert _paste(script, info)[arg] == value
     plain = make_p(["a castle"], [3])
     run(script, plain)
-    assert "Prompt Expander contrast" not in plain.infotext(0)  # off: nothing new in old-style infotexts
-    assert _paste(script, plain.infotext(0))[-2] == 0.0
-
-
-def test_candidates_reach_the_core_are_stored_and_pasted_back(script, tiny_model_dir):
-    p = make_p(["a castle"], [3])
-    run(script, p, candidates=3)
-    assert p.all_prompts[0] == core_expand(tiny_model_dir, "a castle", 3, candidates=3)
-    info = p.infotext(0)
-    assert info["Prompt Expander candidates"] == 3
-    assert _paste(script, info)[-1] == 3
-    plain = make_p(["a castle"], [3])
-    run(script, plain)
-    assert "Prompt Expander candidates" not in plain.infotext(0)  # off: nothing new in old-style infotexts
-    assert _paste(script, plain.infotext(0))[-1] == 1
+    assert key not in plain.infotext(0)  # off: nothing new in old-style infotexts
+    assert _paste(script, plain.infotext(0))[arg] == off

@@ -245,29 +245,24 @@ def test_entry_imported_as_a_plain_module_registers_nothing():
     assert module.NODE_CLASS_MAPPINGS == {} and module.WEB_DIRECTORY == "./web/js"
 
 
-def test_the_contrast_input_reaches_the_core_in_every_expand_node(pack, mm):
+@pytest.mark.parametrize("name, value", [("contrast", 0.8), ("candidates", 3)])
+def test_the_input_reaches_the_core_in_every_expand_node(pack, mm, name, value):
     handle = node(pack, "LoadPromptExpander").load("tiny", "cpu", "fp32")[0]
-    core = [handle.expander.expand("a castle", seed=5 + i, contrast=0.8).text for i in range(2)]
-    assert node(pack, "ExpandPrompt").expand(handle, "a castle", 5, 0.8, 0, True, contrast=0.8)["result"][0] == core[0]
-    out = node(pack, "ExpandPromptVariations").variations(handle, "a castle", 5, 0.8, 0, True, 2, contrast=0.8)
+    core = [handle.expander.expand("a castle", seed=5 + i, **{name: value}).text for i in range(2)]
+    assert node(pack, "ExpandPrompt").expand(handle, "a castle", 5, 0.8, 0, True, **{name: value})["result"][0] == core[0]
+    out = node(pack, "ExpandPromptVariations").variations(handle, "a castle", 5, 0.8, 0, True, 2, **{name: value})
     assert out["result"][0] == core
-    enc = node(pack, "ExpandPromptEncode").expand_encode(handle, "a castle", 5, 0.8, 0, True, FakeClip(), contrast=0.8)
-    assert enc["result"][1] == handle.expander.expand("a castle", seed=5, contrast=0.8,
-                                                      count=pack_counter(pack)).text
-    spec = pack.NODE_CLASS_MAPPINGS["ExpandPrompt"].INPUT_TYPES()["optional"]["contrast"]
+    enc = node(pack, "ExpandPromptEncode").expand_encode(handle, "a castle", 5, 0.8, 0, True, FakeClip(),
+                                                         **{name: value})
+    assert enc["result"][1] == handle.expander.expand("a castle", seed=5, count=pack_counter(pack),
+                                                      **{name: value}).text
+
+
+def test_the_contrast_and_candidates_widget_defaults(pack):
+    optional = pack.NODE_CLASS_MAPPINGS["ExpandPrompt"].INPUT_TYPES()["optional"]
+    spec = optional["contrast"]
     # On by default at the shipped default model's own setting; a saved workflow keeps the value it was saved with.
     assert spec[1]["default"] == 1.0 and spec[1]["max"] == 2.0
-
-
-def test_the_candidates_input_reaches_the_core_in_every_expand_node(pack, mm):
-    handle = node(pack, "LoadPromptExpander").load("tiny", "cpu", "fp32")[0]
-    core = [handle.expander.expand("a castle", seed=5 + i, candidates=3).text for i in range(2)]
-    assert node(pack, "ExpandPrompt").expand(handle, "a castle", 5, 0.8, 0, True, candidates=3)["result"][0] == core[0]
-    out = node(pack, "ExpandPromptVariations").variations(handle, "a castle", 5, 0.8, 0, True, 2, candidates=3)
-    assert out["result"][0] == core
-    enc = node(pack, "ExpandPromptEncode").expand_encode(handle, "a castle", 5, 0.8, 0, True, FakeClip(), candidates=3)
-    assert enc["result"][1] == handle.expander.expand("a castle", seed=5, candidates=3, count=pack_counter(pack)).text
-    optional = pack.NODE_CLASS_MAPPINGS["ExpandPrompt"].INPUT_TYPES()["optional"]
     # Off by default and the last widget: a workflow saved before it existed loads with its values in place.
     assert list(optional)[-1] == "candidates" and optional["candidates"][1]["default"] == 1
 

@@ -268,8 +268,12 @@ class Expander:
                                                         bare=False)
         return self._ban_cache[key]
 
+    def _in_model_case(self, plain: str) -> str:
+        """The user's text as the model's corpus writes it: lower-cased for a lower-case model."""
+        return plain.lower() if self.meta.lowercase else plain
+
     def _context_ids(self, plain: str, max_new: int) -> list[int]:
-        text = plain.lower() if self.meta.lowercase else plain
+        text = self._in_model_case(plain)
         if text and self.meta.topic_tags:  # as in training: the subject, the topic token, then the prompt
             text = tagged(text)
         # The trailing comma asks the model for a new modifier: the expansion never edits the user's last phrase.
@@ -327,7 +331,7 @@ class Expander:
         if k == 1:
             return self._decode_rows(prompt, seeds, settings, budget, count_fn, should_stop, on_progress)
         picker = OnTopicPicker(self.tokenizer, self.model.get_input_embeddings().weight)
-        subject = prompt.plain.lower() if self.meta.lowercase else prompt.plain
+        subject = self._in_model_case(prompt.plain)
         per_decode = max(1, MAX_ROWS // k)  # a row's text does not depend on the rows beside it
         picked = []
         for start in range(0, len(seeds), per_decode):

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ExpanderError
-from ..limits import MAX_CANDIDATES  # noqa: F401 - the script's slider reads it from here
 from ..paths import BUNDLED_LORAS, DEFAULT_MODEL, find_named_folder, list_adapter_folders, list_model_folders
 
 KEY = "Prompt Expander"  # infotext key holding the model; its presence re-enables the script on paste
@@ -109,7 +108,7 @@ def expand_prompts(expander, prompts, seeds, opts: Options, styles, negative=Fal
                                         budget=int(opts.budget), safe_mode=bool(opts.safe_mode),
                                         blocklist=opts.blocklist, negative=negative, count=count,
                                         contrast=0.0 if negative else float(opts.contrast),
-                                        candidates=1 if negative else int(opts.candidates)).text
+                                        candidates=int(opts.candidates)).text
         out.append(memo[key])
     return out
 
