@@ -20,6 +20,13 @@ _NUMBERED_BEFORE = re.compile(r"\b(?:iso|f|no|number|vol|volume|episode|part|cha
 # Initials ("h r giger", "j. c. leyendecker") and "d & d" are not fragments.
 _SPLIT_LETTER = re.compile(r"(?:(?<=\d )|(?<=- ))[b-hj-wyz](?![\w'’./])|(?<![\w'’./])[b-hj-wyz](?= (?:\d|-(?: |$)))",
                            re.IGNORECASE)
+# Numbers no camera, screen or calendar writes: a chain of three or more ("c9.9.3.5", "n.8x77.10724"), a unit
+# glued to a letter and a long number ("w6830mm") or to five digits or more ("20216k"), a decade that is no
+# decade ("130s", "20210s"; "80s" and "1920s" are), a letter wedged in a number ("4-h74").
+_MANGLED = re.compile(r"\d+(?:[.x]\d+){2,}"
+                      r"|(?:(?<=[a-z])\d{4,}|\d{5,})(?:k|mm)\b"
+                      r"|(?<![\w/.])(?<!/ )(?!\d{2}'?s\b|100'?s\b|(?:1\d{3}|20\d{2})'?s\b)\d+0'?s\b"  # "1 / 160s" is a shutter
+                      r"|(?<![a-z\d])\d+-[a-z]\d", re.IGNORECASE)
 _WORD = re.compile(r"[^\W\d_]{2,}")
 _COMPOUND = re.compile(r"\b[^\W\d_]+-[^\W\d_]+\b")  # "close-up", "william-adolphe"
 
@@ -65,11 +72,13 @@ def read_known_words(path: str | Path) -> frozenset:
 
 
 def fragments(text: str, known: frozenset | None = None, allowed: Iterable[str] = ()) -> list[str]:
-    """The broken pieces of a text: bot flags, stray numbers of 3 or more digits (not a year, not followed by
-    a unit), letters split off a word and, given `known`, words outside it (`allowed` ones excepted: the
-    user's own)."""
+    """The broken pieces of a text: bot flags, mangled numbers (see _MANGLED), stray numbers of 3 or more digits
+    (not a year, not followed by a unit), letters split off a word and, given `known`, words outside it
+    (`allowed` ones excepted: the user's own)."""
     found = [m.group().strip(" ,") for m in _FLAG.finditer(text)]
     rest = _FLAG.sub(" ", text)
+    found += _MANGLED.findall(rest)
+    rest = _MANGLED.sub(" ", rest)
     for m in _NUMBER.finditer(rest):
         digits = m.group()
         if len(digits) < 3 or _YEAR.fullmatch(digits) or _UNIT_AFTER.match(rest, m.end()) \

@@ -12,6 +12,19 @@ def test_flags_stray_numbers_and_lone_letters_are_fragments():
     assert fragments("sony a 7 r iv, v - ray render") == ["r", "v"]
 
 
+def test_mangled_numbers_are_fragments():
+    # all seen in the default's expansions, after the tidy-up of the time
+    assert fragments("n.8x77.10724 w6830mm iso 1600") == ["8x77.10724", "6830mm"]
+    assert fragments("octane render, c9.9.3.5, 20216k, 4-h74") == ["9.9.3.5", "20216k", "4-h7"]
+    assert fragments("photo from the 130s, 20210s, iso 160s") == ["130s", "20210s", "160s"]
+
+
+def test_numbers_people_write_are_not_mangled():
+    text = ("1920s, 80s, 80's, 1800s, 100s of lanterns, 1/160s, 1 / 160s, f/1.4, 1200mm, 4524x1000, 16k, "
+            "r2-d2, c-3po, ps4, a7r iv, ue5, 3-point lighting, iso 200")
+    assert fragments(text) == []
+
+
 def test_ordinary_numbers_initials_and_contractions_are_not():
     text = ("by j. c. leyendecker and georgia o'keeffe, 1920s, 1985, 8k, 35 mm, 1920x1080, 16:9, f/1.8, "
             "iso 400, 3 d render, don't, a cat and i, 8 x 10, 0.5 seconds, 100%, d&d, d & d, h r giger")
