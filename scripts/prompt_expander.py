@@ -146,8 +146,8 @@ class PromptExpanderScript(scripts.Script):
         return [components[name] for name in webui.Options.__dataclass_fields__]
 
     def process(self, p, *args):
-        opts = webui.Options.from_args(args)
-        if not opts.enabled:
+        opts = webui.enabled_options(p, args)
+        if opts is None:
             return
         holder = {}
 

@@ -61,7 +61,7 @@ def test_script_shape_and_ui(script):
     comps = s.ui(False)
     assert len(comps) == 14  # the API args, in Options order; contrast and candidates are the newest, last
     assert comps[1].args[0] == ["default", "tiny"] and comps[2].args[0] == ["None", "anime", "photo", "tinystyle"]
-    assert {k for _, k in s.infotext_fields if isinstance(k, str)} >= {"Prompt Expander", "Prompt Expander budget"}
+    assert {k for _, k in s.infotext_fields if isinstance(k, str)} == {"Prompt Expander"}  # the rest: readers
     from modules import shared
     assert shared.opts.prompt_expander_device == "GPU" and shared.opts.prompt_expander_keep_loaded is False
     assert "modules" not in [Path(p).name for p in sys.path if Path(p).resolve() == ROOT]
@@ -245,3 +245,47 @@ def test_a_setting_reaches_the_core_is_stored_and_pasted_back(script, tiny_model
     run(script, plain)
     assert key not in plain.infotext(0)  # off: nothing new in old-style infotexts
     assert _paste(script, plain.infotext(0))[arg] == off
+
+
+def test_api_args_are_read_as_their_fields_types(script, tiny_model_dir):
+    """An API caller may send numbers as strings, whole numbers as floats (gradio's Number does) or null."""
+    p = make_p(["a castle"], [3])
+    run(script, p, temperature="0.5", budget=None, seed_mode="fixed", fixed_seed="77", candidates=2.0,
+        safe_mode="false")
+    assert p.all_prompts[0] == core_expand(tiny_model_dir, "a castle", 77, temperature=0.5, candidates=2,
+                                           safe_mode=False)
+    assert p.infotext(0)["Prompt Expander seed"] == 77
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("temperature", "hot", "temperature must be a number, got 'hot'"),
+    ("candidates", 2.5, "candidates must be a whole number, got 2.5"),
+    ("fixed_seed", "seven", "fixed_seed must be a whole number, got 'seven'"),
+    ("safe_mode", "maybe", "safe_mode must be true or false, got 'maybe'"),
+    ("contrast", float("nan"), "contrast must be a number, got nan"),
+])
+def test_an_api_arg_that_cannot_be_read_is_reported_and_the_job_runs(script, capsys, field, value, message):
+    p = make_p(["a castle"], [1])
+    run(script, p, **{field: value})
+    assert p.all_prompts == ["a castle"]
+    assert p.extra_generation_params["Prompt Expander error"] == "Prompt Expander: " + message
+    assert message in capsys.readouterr().out
+    off = make_p(["a castle"], [1])
+    script.PromptExpanderScript().process(off, *args(enabled="false", temperature="hot"))
+    assert off.all_prompts == ["a castle"] and not off.extra_generation_params
+
+
+def test_an_edited_infotext_with_nonsense_numbers_still_pastes(script):
+    info = {"Prompt Expander": "tiny", "Prompt Expander temperature": "warm", "Prompt Expander budget": "lots",
+            "Prompt Expander candidates": "many", "Prompt Expander contrast": "", "Prompt Expander LoRA": "photo:x",
+            "Prompt Expander seed": "12a"}
+    values = dict(zip(_field_names(), _paste(script, info)))
+    assert values["enabled"] is True and values["model"] == "tiny"
+    # None: the host leaves such a field as it is
+    assert [values[k] for k in ("temperature", "budget", "candidates", "contrast", "lora_strength")] == [None] * 5
+    assert values["seed_mode"] == "fixed" and values["fixed_seed"] == 0
+
+
+def _field_names():
+    from prompt_expander.host.webui import Options
+    return list(Options.__dataclass_fields__)

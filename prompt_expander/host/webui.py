@@ -1,11 +1,12 @@
 """A1111/Forge processing logic with no A1111 imports: per-image expansion, infotext keys, paste-back."""
 from __future__ import annotations
 
+import math
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
-from ..errors import ExpanderError
+from ..errors import ExpanderError, InputError
 from ..paths import BUNDLED_LORAS, DEFAULT_MODEL, find_named_folder, list_adapter_folders, list_model_folders
 
 KEY = "Prompt Expander"  # infotext key holding the model; its presence re-enables the script on paste
@@ -55,8 +56,43 @@ class Options:
 
     @classmethod
     def from_args(cls, args) -> "Options":
-        names = list(cls.__dataclass_fields__)
-        return cls(**dict(zip(names, args)))
+        """The options from the script's args, each read as its field's type (an API caller may send "0.8" for
+        a number, or null for the default); InputError names the first arg that cannot be read."""
+        values = {}
+        for field, value in zip(fields(cls), args):
+            values[field.name] = field.default if value is None else _read_as(field.name, value, field.default)
+        return cls(**values)
+
+
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off", "")
+
+
+def _read_as(name: str, value, default):
+    kind = type(default)
+    try:
+        if kind is bool:
+            if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+                return value.strip().lower() in _TRUE
+            if isinstance(value, (bool, int, float)):
+                return bool(value)
+        elif kind is int:
+            if isinstance(value, str):
+                value = value.strip()
+                value = int(value) if value.lstrip("+-").isdigit() else float(value)
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)  # gradio's Number sends 3.0; a seed past 2**53 must come as an int
+            if isinstance(value, int):
+                return int(value)
+        elif kind is float:
+            number = float(value)
+            if math.isfinite(number):
+                return number
+        else:
+            return str(value)
+    except (TypeError, ValueError, OverflowError):
+        pass
+    what = {bool: "true or false", int: "a whole number", float: "a number"}[kind]
+    raise InputError(f"Prompt Expander: {name} must be {what}, got {value!r}")
 
 
 def model_choices(models_root: Path | None) -> list[str]:
@@ -177,12 +213,29 @@ def process_safely(p, get_expander, opts: Options, models_root=None, count=None,
         apply_to_processing(p, get_expander(), opts, models_root, count)
         return True
     except Exception as e:  # noqa: BLE001 - every failure must reach the user, none may kill the job
-        message = str(e) if isinstance(e, ExpanderError) else f"{type(e).__name__}: {e}"
-        log(f"[Prompt Expander] expansion skipped: {message}")
-        if not isinstance(e, ExpanderError):
-            log(traceback.format_exc())
-        p.extra_generation_params[KEY_ERROR] = message
+        report_error(p, e, log)
         return False
+
+
+def report_error(p, error: Exception, log=print) -> None:
+    message = str(error) if isinstance(error, ExpanderError) else f"{type(error).__name__}: {error}"
+    log(f"[Prompt Expander] expansion skipped: {message}")
+    if not isinstance(error, ExpanderError):
+        log(traceback.format_exc())
+    p.extra_generation_params[KEY_ERROR] = message
+
+
+def enabled_options(p, args, log=print) -> Options | None:
+    """The script's options when it is on; None when it is off, or when an arg cannot be read (an API call's
+    "temperature": "hot"): then the error is printed and written to the infotext, and the job runs unexpanded."""
+    enabled = args[0] if args else False
+    try:
+        if not (enabled if isinstance(enabled, bool) else _read_as("enabled", enabled, False)):
+            return None
+        return Options.from_args(args)
+    except InputError as e:
+        report_error(p, e, log)
+        return None
 
 
 def restore_original(params: dict) -> None:
@@ -203,21 +256,47 @@ def restore_original(params: dict) -> None:
         params.pop("Hires prompt", None)  # it was the expansion of the prompt; it will be expanded again
 
 
+def _pasted(key: str, kind=float, absent=None):
+    """A reader of one number from a pasted infotext. None (the host then leaves the field as it is) for a value
+    edited into nonsense, rather than an error that older hosts let stop the whole paste; `absent` when the
+    key is missing."""
+    def read(d: dict):
+        if key not in d:
+            return absent
+        try:
+            return kind(d[key])
+        except (TypeError, ValueError, OverflowError):
+            return None
+    return read
+
+
+def _pasted_lora_strength(d: dict) -> float | None:
+    try:
+        return float(d[KEY_LORA].rsplit(":", 1)[-1]) if KEY_LORA in d else 1.0
+    except (AttributeError, ValueError):
+        return None
+
+
+def _pasted_seed(d: dict) -> int:
+    seed = str(d.get(KEY_SEED, "image")).strip()
+    return int(seed) if seed.lstrip("-").isdigit() else 0
+
+
 def infotext_keys() -> dict:
     """UI field name -> infotext key (and how to read it back) for the script's infotext_fields."""
     return {
         "enabled": lambda d: KEY in d and not d.get(KEY_ORIGINAL_CUT),
         "model": KEY,
         "lora": lambda d: d.get(KEY_LORA, NO_LORA).rsplit(":", 1)[0] if KEY in d else NO_LORA,
-        "lora_strength": lambda d: float(d.get(KEY_LORA, "x:1").rsplit(":", 1)[-1]) if KEY_LORA in d else 1.0,
-        "temperature": KEY_TEMPERATURE,
-        "budget": KEY_BUDGET,
+        "lora_strength": _pasted_lora_strength,
+        "temperature": _pasted(KEY_TEMPERATURE),
+        "budget": _pasted(KEY_BUDGET, int),
         "seed_mode": lambda d: SEED_FIXED if str(d.get(KEY_SEED, "image")) != "image" else SEED_PER_IMAGE,
-        "fixed_seed": lambda d: int(d[KEY_SEED]) if str(d.get(KEY_SEED, "image")).lstrip("-").isdigit() else 0,
+        "fixed_seed": _pasted_seed,
         "safe_mode": lambda d: str(d.get(KEY_SAFE, "True")) != "False",
         "blocklist": lambda d: d.get(KEY_BLOCKLIST, ""),
         "expand_negative": lambda d: str(d.get(KEY_NEGATIVE, "False")) == "True",
         "apply_hires": lambda d: str(d.get(KEY_HIRES, "True")) != "False",
-        "contrast": lambda d: float(d.get(KEY_CONTRAST, 0.0)),
-        "candidates": lambda d: int(d.get(KEY_CANDIDATES, 1)),
+        "contrast": _pasted(KEY_CONTRAST, float, 0.0),  # not written when off
+        "candidates": _pasted(KEY_CANDIDATES, int, 1),
     }
