@@ -72,6 +72,15 @@ def test_variation_i_with_candidates_is_seed_plus_i_alone_in_one_decode_or_sever
     assert [r.text for r in expander.expand_many(text, 5, seed=20, candidates=3, contrast=0.5)] == alone
 
 
+def test_progress_runs_once_over_every_part_of_a_split_call(expander, monkeypatch):
+    monkeypatch.setattr(expander_module, "MAX_ROWS", 7)  # 5 variations x 3 candidates: 3 decodes
+    calls = []
+    expander.expand_many("a castle on a hill", 5, seed=20, candidates=3, on_progress=lambda d, t: calls.append((d, t)))
+    done, totals = [d for d, _ in calls], {t for _, t in calls}
+    assert len(totals) == 1 and done == sorted(done) and 0 < done[-1] <= totals.pop()
+    assert done[-1] > 2 * (calls[0][1] // 3)  # the last part's steps come after the first two parts'
+
+
 def test_the_reference_decode_keeps_the_same_candidate(expander):
     fast = expander.expand_many("a lighthouse at dusk", 2, seed=3, candidates=3)
     ref = expander.expand_many("a lighthouse at dusk", 2, seed=3, candidates=3, fast=False)

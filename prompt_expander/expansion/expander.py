@@ -333,11 +333,14 @@ class Expander:
         picker = OnTopicPicker(self.tokenizer, self.model.get_input_embeddings().weight)
         subject = self._in_model_case(prompt.plain)
         per_decode = max(1, MAX_ROWS // k)  # a row's text does not depend on the rows beside it
+        parts = -(-len(seeds) // per_decode)
         picked = []
-        for start in range(0, len(seeds), per_decode):
+        for part, start in enumerate(range(0, len(seeds), per_decode)):
             group = seeds[start:start + per_decode]
             rows = [c for s in group for c in candidate_seeds(s, k)]
-            added = self._decode_rows(prompt, rows, settings, budget, count_fn, should_stop, on_progress)
+            progress = None if on_progress is None else (  # one bar over all the parts, not one per part
+                lambda done, total, part=part: on_progress(part * total + done, parts * total))
+            added = self._decode_rows(prompt, rows, settings, budget, count_fn, should_stop, progress)
             for i in range(len(group)):
                 options = added[i * k:(i + 1) * k]
                 picked.append(options[picker.pick(subject, options)])
