@@ -25,7 +25,8 @@ _SPLIT_LETTER = re.compile(r"(?:(?<=\d )|(?<=- ))[b-hj-wyz](?![\w'’./])|(?<![\
 # decade ("130s", "20210s"; "80s" and "1920s" are), a letter wedged in a number ("4-h74").
 _MANGLED = re.compile(r"\d+(?:[.x]\d+){2,}"
                       r"|(?:(?<=[a-z])\d{4,}|\d{5,})(?:k|mm)\b"
-                      r"|(?<![\w/.])(?<!/ )(?!\d{2}'?s\b|100'?s\b|(?:1\d{3}|20\d{2})'?s\b)\d+0'?s\b"  # "1 / 160s" is a shutter
+                      # a shutter speed ("1 / 160s") is no decade
+                      r"|(?<![\w/.])(?<!/ )(?!\d{2}'?s\b|100'?s\b|(?:1\d{3}|20\d{2})'?s\b)\d+0'?s\b"
                       r"|(?<![a-z\d])\d+-[a-z]\d", re.IGNORECASE)
 _WORD = re.compile(r"[^\W\d_]{2,}")
 _COMPOUND = re.compile(r"\b[^\W\d_]+-[^\W\d_]+\b")  # "close-up", "william-adolphe"

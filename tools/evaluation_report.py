@@ -63,7 +63,7 @@ def expand_eval_section(ee, args) -> list[str]:
         "expanded prompt; `reference_similarity` calibrates it: real validation prompts scored against their "
         "own first comma-separated segment. `specificity` and `on_topic_matched` are defined in "
         "[specificity.md](specificity.md), with `human_*` the same figures for real prompts. `junk_rate` is the "
-        "share of expansions whose added text holds a broken fragment: a bot flag, a stray number, a letter split "
+        "share of expansions whose added text holds a broken fragment: a bot flag, a stray or mangled number, a letter split "
         "off a word, or a word the training corpus writes fewer than 3 times. The shipped default drops such "
         "modifiers using that same word list, so its rate of 0 shows the filter working rather than an "
         "independent judgement.", ""]

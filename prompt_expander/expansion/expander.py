@@ -393,8 +393,8 @@ class Expander:
 
         For a model that lists its `known` words, a split compound it lists is joined ('william - adolphe'
         becomes 'william-adolphe'), and a modifier is dropped when it holds a fragment (see
-        fragments.fragments): a bot flag, a stray number, a letter split off a word, or a word its corpus never
-        writes and the user's text and positive vocabulary (`allowed`) do not have."""
+        fragments.fragments): a bot flag, a stray or mangled number, a letter split off a word, or a word its
+        corpus never writes and the user's text and positive vocabulary (`allowed`) do not have."""
         added = tidy_splits(syntax.sanitize_added(added))
         if known is not None:
             added = join_compounds(added, known)
