@@ -32,14 +32,30 @@ class OnTopicPicker:
         self.weights = embeddings.detach()
         self.centre = self.weights.float().mean(0)
 
-    def vector(self, text: str) -> torch.Tensor | None:
-        # With a leading space, as the words stand inside a prompt; None for a text with no tokens.
+    def _ids(self, text: str) -> list[int]:
+        # With a leading space, as the words stand inside a prompt.
         ids = self.tokenizer.encode(" " + text.strip(), add_special_tokens=False) if text.strip() else []
-        ids = [i for i in ids if 0 <= i < len(self.weights)]
+        return [i for i in ids if 0 <= i < len(self.weights)]
+
+    def vector(self, text: str) -> torch.Tensor | None:
+        """The text's unit vector; None for a text with no tokens."""
+        ids = self._ids(text)
         if not ids:
             return None
         mean = self.weights[torch.tensor(ids, device=self.weights.device)].float().mean(0)
         return torch.nn.functional.normalize(mean - self.centre, dim=0)
+
+    def vectors(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """vector() of many texts at once (a training file's worth): [n, width], and which texts had tokens
+        (the others' rows are zero)."""
+        ids = [self._ids(t) for t in texts]
+        flat = torch.tensor([i for row in ids for i in row], dtype=torch.long, device=self.weights.device)
+        lengths = torch.tensor([len(row) for row in ids], dtype=torch.long, device=self.weights.device)
+        offsets = torch.cumsum(lengths, 0) - lengths
+        means = torch.nn.functional.embedding_bag(flat, self.weights.float(), offsets, mode="mean")
+        ok = lengths > 0
+        vectors = torch.nn.functional.normalize(means - self.centre, dim=-1)
+        return vectors.masked_fill(~ok[:, None], 0.0), ok
 
     def pick(self, text: str, candidates: list[str]) -> int:
         """The index of the candidate closest to `text` among those of at least min_words words (among all if

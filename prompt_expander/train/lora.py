@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import time
 from pathlib import Path
@@ -21,6 +22,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output adapter folder")
     p.add_argument("--select", default="",
                    help="keep only prompts containing one of these comma-separated keywords (a style subset)")
+    p.add_argument("--select-on-topic", type=_fraction, default=None, metavar="SHARE",
+                   help="then keep this share (0-1] of the prompts whose subject has 1-3 words, those whose added "
+                        "words are most about their own subject, by the base's own token embeddings")
     p.add_argument("--r", type=int, default=16, help="LoRA rank (default 16)")
     p.add_argument("--alpha", type=float, default=32, help="LoRA alpha (default 32)")
     p.add_argument("--lora-dropout", type=float, default=0.05)
@@ -31,31 +35,65 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_loop_arguments(p, steps=1000, batch_size=32, lr=5e-4, warmup=50, save_every=200)
 
 
-def _style_files(args, out: Path) -> tuple[Path, Path | None]:
-    """The training/validation files, narrowed to --select keywords when given."""
+def _style_files(args, out: Path, tokenizer=None, embeddings=None, lowercase: bool = True,
+                 base_fingerprint: str = "") -> tuple[Path, Path | None]:
+    """The training/validation files, narrowed to --select keywords and then to --select-on-topic's share when
+    given. The narrowed files are kept in OUT/cache and reused only when built from the same files, settings
+    and base (a run folder reused with other keywords used to train on the old subset)."""
     data = Path(args.data)
     train = data / "train.txt" if data.is_dir() else data
     val = Path(args.val) if args.val else (data / "val.txt" if data.is_dir() else None)
     val = val if val is not None and val.exists() else None
-    if not args.select:
+    on_topic = getattr(args, "select_on_topic", None)
+    if not args.select and not on_topic:
         return train, val
-    words = [w.strip().lower() for w in args.select.split(",") if w.strip()]
-    pattern = re.compile(r"\b(?:" + "|".join(re.escape(w) for w in words) + r")\b", re.IGNORECASE)
+    from .dataset import file_digest
     subset = out / "cache"
     subset.mkdir(parents=True, exist_ok=True)
-    result = []
-    for name, src in (("train", train), ("val", val)):
-        if src is None:
-            result.append(None)
-            continue
-        dst = subset / f"{name}.selected.txt"
-        if not dst.exists():
+    recipe = {"train": file_digest(train), "val": file_digest(val) if val else None, "select": args.select,
+              "select_on_topic": on_topic, "base": base_fingerprint if on_topic else None,
+              "lowercase": bool(lowercase) if on_topic else None}
+    record = subset / "selection.json"
+    names = ["train.selected", "val.selected"] if not on_topic else ["train.on_topic", "val.on_topic"]
+    kept = [subset / f"{n}.txt" if src is not None else None for n, src in zip(names, (train, val))]
+    try:
+        same = json.loads(record.read_text()) == recipe
+    except (OSError, ValueError):  # none yet, or unreadable: build the subset again
+        same = False
+    if same and all(k is None or k.exists() for k in kept):
+        return kept[0], kept[1]
+    record.unlink(missing_ok=True)
+    if args.select:
+        words = [w.strip().lower() for w in args.select.split(",") if w.strip()]
+        pattern = re.compile(r"\b(?:" + "|".join(re.escape(w) for w in words) + r")\b", re.IGNORECASE)
+        narrowed = []
+        for name, src in (("train", train), ("val", val)):
+            if src is None:
+                narrowed.append(None)
+                continue
+            dst = subset / f"{name}.selected.txt"
             with atomic_path(dst) as tmp, open(tmp, "w", encoding="utf-8") as f:
                 for line in iter_lines(src):
                     if pattern.search(line):
                         f.write(line + "\n")
-        result.append(dst)
-    return result[0], result[1]
+            narrowed.append(dst)
+        train, val = narrowed
+    if on_topic:
+        from .on_topic_subset import select_on_topic
+        try:
+            train, val, threshold = select_on_topic(train, val, subset, on_topic, tokenizer, embeddings, lowercase)
+        except ValueError as e:
+            raise SystemExit(f"train-lora: --select-on-topic: {e}") from None
+        print(f"on-topic subset: the {on_topic:.0%} of scoreable prompts scoring {threshold:.4f} or more")
+    write_json_atomic(record, recipe)
+    return train, val
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a share in (0, 1], got {text}")
+    return value
 
 
 def load_base(base):
@@ -79,7 +117,8 @@ def main(args) -> int:
     folder, base_id, model, tok = load_base(args.base)
     meta = ModelMeta.read(folder)
     fingerprint, probe = base_fingerprint(model), base_probe(model)
-    train_file, val_file = _style_files(args, out)
+    train_file, val_file = _style_files(args, out, tok, model.get_input_embeddings().weight.detach(),
+                                        meta.lowercase, fingerprint)
     n_pos = getattr(model.config, "n_positions", 1024)
     row_len = min(n_pos, 128)
     bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
@@ -123,7 +162,8 @@ def main(args) -> int:
             save_pretrained_atomic(model, out)
             write_portable_config(out)
             write_json_atomic(out / ADAPTER_META, {"base_id": base_id, "base_fingerprint": fingerprint,
-                                                   "base_probe": probe, "select": args.select})
+                                                   "base_probe": probe, "select": args.select,
+                                                   "select_on_topic": args.select_on_topic})
             base_metrics = None
             if val_lines:
                 with model.disable_adapter():
@@ -158,6 +198,8 @@ def adapter_card(args, base_id, state, metrics, base_metrics, n_train, wall_s) -
     def fmt(m):
         return (f"CE {m['cross_entropy']:.4f}, perplexity {m['perplexity']:.2f}, bits/byte {m['bits_per_byte']:.4f}"
                 if m else "n/a")
+    on_topic = (f", the {args.select_on_topic:.0%} of prompts with a 1-3-word subject whose added words are most about "
+                f"it (by the base's own token embeddings)" if args.select_on_topic else "")
     kind = f"last {args.freeze_last_k} blocks fine-tuned" if args.freeze_last_k else \
         f"LoRA r={args.r}, alpha={args.alpha}, dropout={args.lora_dropout}, targets {args.target_modules}"
     return f"""---
@@ -169,7 +211,7 @@ base_model: {base_id}
 
 {kind}, trained by `python -m prompt_expander train-lora` on base `{base_id}`.
 
-- data: `{args.data}`{f", prompts containing any of: {args.select}" if args.select else ""} ({n_train:,} training prompts)
+- data: `{args.data}`{f", prompts containing any of: {args.select}" if args.select else ""}{on_topic} ({n_train:,} training prompts)
 - steps {state['step']}, batch {args.batch_size}, lr {args.lr}, tokens seen {state['tokens_seen']:,}, wall time {state['elapsed_s'] / 60:.1f} min ({wall_s / 60:.1f} min this run)
 - machine: {state.get('machine')}
 
@@ -179,6 +221,6 @@ base_model: {base_id}
 
 ## Reproduce
 ```
-python -m prompt_expander train-lora {args.data} --base {args.base or 'models/default'} --out {args.out} --select "{args.select}" --r {args.r} --alpha {args.alpha} --steps {args.steps} --batch-size {args.batch_size} --lr {args.lr} --resume
+python -m prompt_expander train-lora {args.data} --base {args.base or 'models/default'} --out {args.out} --select "{args.select}"{f" --select-on-topic {args.select_on_topic}" if args.select_on_topic else ""} --r {args.r} --alpha {args.alpha} --steps {args.steps} --batch-size {args.batch_size} --lr {args.lr} --resume
 ```
 """
