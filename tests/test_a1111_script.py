@@ -284,6 +284,9 @@ def test_an_edited_infotext_with_nonsense_numbers_still_pastes(script):
     # None: the host leaves such a field as it is
     assert [values[k] for k in ("temperature", "budget", "candidates", "contrast", "lora_strength")] == [None] * 5
     assert values["seed_mode"] == "fixed" and values["fixed_seed"] == 0
+    whole = dict(zip(_field_names(), _paste(script, {"Prompt Expander": "tiny", "Prompt Expander budget": "75.0",
+                                                     "Prompt Expander candidates": "4"})))
+    assert (whole["budget"], whole["candidates"]) == (75, 4)
 
 
 def _field_names():

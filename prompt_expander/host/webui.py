@@ -270,6 +270,13 @@ def _pasted(key: str, kind=float, absent=None):
     return read
 
 
+def _whole(value) -> int:
+    number = float(value)  # "75.0" too, as the host reads a slider's value
+    if not number.is_integer():
+        raise ValueError(value)
+    return int(number)
+
+
 def _pasted_lora_strength(d: dict) -> float | None:
     try:
         return float(d[KEY_LORA].rsplit(":", 1)[-1]) if KEY_LORA in d else 1.0
@@ -290,7 +297,7 @@ def infotext_keys() -> dict:
         "lora": lambda d: d.get(KEY_LORA, NO_LORA).rsplit(":", 1)[0] if KEY in d else NO_LORA,
         "lora_strength": _pasted_lora_strength,
         "temperature": _pasted(KEY_TEMPERATURE),
-        "budget": _pasted(KEY_BUDGET, int),
+        "budget": _pasted(KEY_BUDGET, _whole),
         "seed_mode": lambda d: SEED_FIXED if str(d.get(KEY_SEED, "image")) != "image" else SEED_PER_IMAGE,
         "fixed_seed": _pasted_seed,
         "safe_mode": lambda d: str(d.get(KEY_SAFE, "True")) != "False",
@@ -298,5 +305,5 @@ def infotext_keys() -> dict:
         "expand_negative": lambda d: str(d.get(KEY_NEGATIVE, "False")) == "True",
         "apply_hires": lambda d: str(d.get(KEY_HIRES, "True")) != "False",
         "contrast": _pasted(KEY_CONTRAST, float, 0.0),  # not written when off
-        "candidates": _pasted(KEY_CANDIDATES, int, 1),
+        "candidates": _pasted(KEY_CANDIDATES, _whole, 1),
     }
