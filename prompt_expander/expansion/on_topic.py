@@ -29,30 +29,22 @@ class OnTopicPicker:
 
     def __init__(self, tokenizer, embeddings: torch.Tensor, min_words: int = MIN_WORDS):
         self.tokenizer, self.min_words = tokenizer, min_words
-        self.weights = embeddings.detach()
-        self.centre = self.weights.float().mean(0)
+        self.weights = embeddings.detach().float()  # no copy for an fp32 model
+        self.centre = self.weights.mean(0)
 
     def _ids(self, text: str) -> list[int]:
         # With a leading space, as the words stand inside a prompt.
         ids = self.tokenizer.encode(" " + text.strip(), add_special_tokens=False) if text.strip() else []
         return [i for i in ids if 0 <= i < len(self.weights)]
 
-    def vector(self, text: str) -> torch.Tensor | None:
-        """The text's unit vector; None for a text with no tokens."""
-        ids = self._ids(text)
-        if not ids:
-            return None
-        mean = self.weights[torch.tensor(ids, device=self.weights.device)].float().mean(0)
-        return torch.nn.functional.normalize(mean - self.centre, dim=0)
-
     def vectors(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """vector() of many texts at once (a training file's worth): [n, width], and which texts had tokens
-        (the others' rows are zero)."""
+        """The unit vectors of many texts at once (a training file's worth, or an input and its candidates):
+        [n, width], and which texts had tokens (the others' rows are zero)."""
         ids = [self._ids(t) for t in texts]
         flat = torch.tensor([i for row in ids for i in row], dtype=torch.long, device=self.weights.device)
         lengths = torch.tensor([len(row) for row in ids], dtype=torch.long, device=self.weights.device)
         offsets = torch.cumsum(lengths, 0) - lengths
-        means = torch.nn.functional.embedding_bag(flat, self.weights.float(), offsets, mode="mean")
+        means = torch.nn.functional.embedding_bag(flat, self.weights, offsets, mode="mean")
         ok = lengths > 0
         vectors = torch.nn.functional.normalize(means - self.centre, dim=-1)
         return vectors.masked_fill(~ok[:, None], 0.0), ok
@@ -60,16 +52,15 @@ class OnTopicPicker:
     def pick(self, text: str, candidates: list[str]) -> int:
         """The index of the candidate closest to `text` among those of at least min_words words (among all if
         none is that long); the first among equals, and 0 when none can be scored."""
-        target = self.vector(text)
-        if target is None:
+        vectors, scored = self.vectors([text, *candidates])
+        if not scored[0]:
             return 0
         long_enough = any(len(c.split()) >= self.min_words for c in candidates)
         best, best_score = 0, -float("inf")
         for j, candidate in enumerate(candidates):
-            v = self.vector(candidate)
-            if v is None or (long_enough and len(candidate.split()) < self.min_words):
+            if not scored[j + 1] or (long_enough and len(candidate.split()) < self.min_words):
                 continue
-            score = float(v @ target)
+            score = float(vectors[j + 1] @ vectors[0])
             if score > best_score:
                 best, best_score = j, score
         return best

@@ -228,9 +228,8 @@ def report_error(p, error: Exception, log=print) -> None:
 def enabled_options(p, args, log=print) -> Options | None:
     """The script's options when it is on; None when it is off, or when an arg cannot be read (an API call's
     "temperature": "hot"): then the error is printed and written to the infotext, and the job runs unexpanded."""
-    enabled = args[0] if args else False
     try:
-        if not (enabled if isinstance(enabled, bool) else _read_as("enabled", enabled, False)):
+        if not args or args[0] is None or not _read_as("enabled", args[0], False):
             return None
         return Options.from_args(args)
     except InputError as e:

@@ -44,7 +44,7 @@ def _style_files(args, out: Path, tokenizer=None, embeddings=None, lowercase: bo
     train = data / "train.txt" if data.is_dir() else data
     val = Path(args.val) if args.val else (data / "val.txt" if data.is_dir() else None)
     val = val if val is not None and val.exists() else None
-    on_topic = getattr(args, "select_on_topic", None)
+    on_topic = args.select_on_topic
     if not args.select and not on_topic:
         return train, val
     from .dataset import file_digest
