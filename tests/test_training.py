@@ -125,6 +125,26 @@ def test_train_lora_lowers_loss_round_trips_and_merges(base_model, data_dir, tmp
     exp.model_for_style(())
 
 
+def test_train_lora_resumes_only_on_the_data_and_base_it_was_trained_on(base_model, data_dir, tmp_path):
+    out = tmp_path / "style"
+    flags = ["--base", base_model, "--out", out, "--r", "4", "--batch-size", "8", "--eval-every", "100",
+             "--save-every", "5", "--precision", "fp32"]
+    assert cli("train-lora", data_dir, "--select", "castle", "--steps", "5", *flags).returncode == 0
+    # Other keywords make another subset: the checkpoint must not carry on over it as if nothing changed.
+    r = cli("train-lora", data_dir, "--select", "woman", "--steps", "10", "--resume", *flags)
+    assert r.returncode != 0 and "was trained on other data" in r.stderr and "Traceback" not in r.stderr
+    other_base = tmp_path / "other_base"
+    r = cli("train-base", data_dir, "--out", other_base, "--steps", "2", *BASE_FLAGS)
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = cli("train-lora", data_dir, "--select", "castle", "--steps", "10", "--resume",
+            *[other_base if f == base_model else f for f in flags])
+    assert r.returncode != 0 and "another base model" in r.stderr and "Traceback" not in r.stderr
+    r = cli("train-lora", data_dir, "--select", "castle", "--steps", "10", "--resume", *flags)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "resumed from" in r.stdout + r.stderr
+    assert json.loads((out / "training_summary.json").read_text())["step"] == 10
+
+
 def test_freeze_last_k_trains_only_the_last_block(base_model, data_dir, tmp_path):
     out = tmp_path / "lastk"
     r = cli("train-lora", data_dir, "--base", base_model, "--out", out, "--freeze-last-k", "1", "--steps", "5",

@@ -132,6 +132,23 @@ def load_state_safely(accelerator, ckpt: Path) -> None:
                         f"it is not resumed ({first}); start over without --resume, or with torch >= 2.4") from None
 
 
+def check_resumable(saved: dict, data_fingerprint: str | None, cfg: TrainConfig, ckpt: Path) -> None:
+    """Refuse to continue a checkpoint on other training data or another base model: the steps would go on
+    silently over a different stream (a train-lora folder reused with new --select keywords did)."""
+    from ..errors import DataError
+
+    why = None
+    if saved.get("data") and data_fingerprint and saved["data"] != data_fingerprint:
+        why = "was trained on other data or another tokenisation"
+    was_base = (saved.get("config") or {}).get("extra", {}).get("base_fingerprint")
+    base = cfg.extra.get("base_fingerprint")
+    if was_base and base and was_base != base:
+        why = "was trained on another base model"
+    if why:
+        raise DataError(f"{ckpt} {why}, so --resume cannot continue it here; use a new --out, or drop --resume "
+                        "to start over in this folder")
+
+
 def recover_checkpoint(ckpt: Path) -> None:
     """After a kill: make sure OUT/checkpoint is the newest complete checkpoint, and drop the temporary ones.
 
@@ -205,9 +222,14 @@ def run_training(model, train, val, cfg: TrainConfig, params=None, save_final=No
     if accelerator.is_main_process:
         recover_checkpoint(ckpt)
     accelerator.wait_for_everyone()
+    data_fingerprint = getattr(getattr(train, "data", None), "fingerprint", "") or None
+    state["data"] = data_fingerprint
     if cfg.resume and (ckpt / "train_state.json").exists():
+        saved = json.loads((ckpt / "train_state.json").read_text())
+        check_resumable(saved, data_fingerprint, cfg, ckpt)
         load_state_safely(accelerator, ckpt)
-        state = json.loads((ckpt / "train_state.json").read_text())
+        state = saved
+        state["data"] = data_fingerprint
         accelerator.print(f"resumed from {ckpt} at step {state['step']}")
     elif ckpt.exists() and not cfg.resume:
         accelerator.print(f"note: {ckpt} exists; starting over (pass --resume to continue it)")
