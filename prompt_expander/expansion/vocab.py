@@ -94,7 +94,7 @@ class BanTable:
                 forms |= {w.capitalize(), w.title(), w.upper()}
             for form in forms:
                 for variant in ((" " + form, form) if bare else (" " + form,)):
-                    ids = tokenizer.encode(variant, add_special_tokens=False)
+                    ids = tokenizer.encode(variant, add_special_tokens=False, verbose=False)
                     if ids:
                         self.add(ids, every_prefix)
         return self
