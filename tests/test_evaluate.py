@@ -200,6 +200,16 @@ def test_specificity_is_own_input_minus_the_others():
     assert topic_scores(emb, ["cat"], [["cat toy"]])["specificity"] is None  # needs other inputs
 
 
+def test_an_addition_listing_things_like_its_input_counts_as_a_neighbour_list():
+    from prompt_expander.evaluation.expand_eval import topic_scores
+    emb = WordEmbedder(["cat", "dog", "pet", "art", "detailed"])
+    inputs = ["cat", "dog"]
+    listing = ["cat pet, cat, pet cat, cat art", "dog"]  # four short modifiers close to "cat"
+    describing = ["detailed art, art, cat sitting on a detailed pet bed near the art", "dog"]
+    assert topic_scores(emb, inputs, [[listing[0]], [describing[1]]])["neighbour_list_rate"] == pytest.approx(0.5)
+    assert topic_scores(emb, inputs, [[describing[0]], [describing[1]]])["neighbour_list_rate"] == 0.0
+
+
 def test_on_topic_matched_cuts_the_added_text_to_twelve_words():
     from prompt_expander.evaluation.expand_eval import topic_scores
     emb = WordEmbedder(["cat", "art"])

@@ -46,7 +46,7 @@ EXPAND_EVAL_HEADING = "## expand-eval on"
 COMMANDS_HEADING = "## Commands"
 EXPAND_EVAL_KEYS = ["retention", "added_words_mean", "added_words_p5", "added_words_p95", "on_topic_similarity",
                     "reference_similarity", "specificity", "on_topic_matched", "human_specificity",
-                    "human_on_topic_matched", "distinct_1", "distinct_2", "pairwise_embedding_similarity",
+                    "human_on_topic_matched", "neighbour_list_rate", "human_neighbour_list_rate", "distinct_1", "distinct_2", "pairwise_embedding_similarity",
                     "pairwise_word_overlap", "repeated_modifier_rate", "nsfw_added_rate", "budget_overrun_rate",
                     "junk_rate", "ms_per_expansion"]
 

@@ -53,7 +53,7 @@ def topic_scores(embedder, inputs: list[str], added: list[list[str]]) -> dict:
     MATCHED_WORDS words of the added text), so that long and short additions compare fairly."""
     flat = [(i, a) for i, adds in enumerate(added) for a in adds if a.strip()]
     if len(inputs) < 2 or not flat:
-        return {"specificity": None, "on_topic_matched": None}
+        return {"specificity": None, "on_topic_matched": None, "neighbour_list_rate": None}
     e_in = embedder.encode(inputs)
     e_add = embedder.encode([a for _, a in flat])
     sims = e_add @ e_in.T  # [expansions, inputs]
@@ -62,7 +62,36 @@ def topic_scores(embedder, inputs: list[str], added: list[list[str]]) -> dict:
     others = (sims.sum(1) - own) / (len(inputs) - 1)
     matched = _cos_pairs(embedder, [inputs[i] for i in owner],
                          [f"{strip_trailing(inputs[i])}, {first_words(a)}" for i, a in flat])
-    return {"specificity": (own - others).mean().item(), "on_topic_matched": _mean(matched)}
+    return {"specificity": (own - others).mean().item(), "on_topic_matched": _mean(matched),
+            "neighbour_list_rate": neighbour_list_rate(embedder, e_in, flat)}
+
+
+NEIGHBOUR_COS = 0.4  # a modifier of 1-2 words this close to the input names something like it
+NEIGHBOUR_MODIFIERS = 4  # an addition with this many such modifiers is mostly a list of the subject's neighbours
+
+
+def neighbour_list_rate(embedder, e_in, flat: list[tuple[int, str]]) -> float:
+    """The share of additions that list things like their input ("cat" -> "duck, hamster, rabbit, kitten, ...").
+
+    Such a list is close to its input in the judge's eyes, so it raises specificity without describing the
+    subject, and would draw a menagerie: a logit bias toward the subject did exactly that (docs/specificity.md).
+    Read specificity next to this figure."""
+    segments, owner = [], []
+    for k, (_, added) in enumerate(flat):
+        for segment in added.split(","):
+            segment = segment.strip()
+            if segment and len(segment.split()) <= 2:
+                segments.append(segment)
+                owner.append(k)
+    if not flat:
+        return float("nan")
+    counts = [0] * len(flat)
+    if segments:
+        e_seg = embedder.encode(segments)
+        cos = (e_seg * e_in[[flat[k][0] for k in owner]]).sum(-1)
+        for k, c in zip(owner, cos.tolist()):
+            counts[k] += c >= NEIGHBOUR_COS
+    return sum(c >= NEIGHBOUR_MODIFIERS for c in counts) / len(flat)
 
 
 def human_reference(embedder, val_file, limit: int = 500) -> dict:
@@ -136,7 +165,7 @@ def expand_eval(exp, inputs: list[str], seeds: int, styles=(), embedder=None, kn
     else:
         report["on_topic_similarity"] = None
         report["pairwise_embedding_similarity"] = None
-        report["specificity"] = report["on_topic_matched"] = None
+        report["specificity"] = report["on_topic_matched"] = report["neighbour_list_rate"] = None
     return report
 
 
@@ -186,6 +215,7 @@ def main(args) -> int:
         report["reference_similarity"] = reference_similarity(embedder, args.reference_prompts)
         human = human_reference(embedder, args.reference_prompts)
         report["human_specificity"], report["human_on_topic_matched"] = human["specificity"], human["on_topic_matched"]
+        report["human_neighbour_list_rate"] = human["neighbour_list_rate"]
     table = "| metric | value |\n|---|---:|\n" + "".join(
         f"| {k} | {v:.3f} |\n" if isinstance(v, float) else f"| {k} | {v} |\n" for k, v in report.items()
         if not isinstance(v, (list, dict)))
