@@ -76,6 +76,8 @@ def neighbour_list_rate(embedder, e_in, flat: list[tuple[int, str]]) -> float:
     Such a list is close to its input in the judge's eyes, so it raises specificity without describing the
     subject, and would draw a menagerie: a logit bias toward the subject did exactly that (docs/specificity.md).
     Read specificity next to this figure."""
+    if not flat:
+        return float("nan")
     segments, owner = [], []
     for k, (_, added) in enumerate(flat):
         for segment in added.split(","):
@@ -83,8 +85,6 @@ def neighbour_list_rate(embedder, e_in, flat: list[tuple[int, str]]) -> float:
             if segment and len(segment.split()) <= 2:
                 segments.append(segment)
                 owner.append(k)
-    if not flat:
-        return float("nan")
     counts = [0] * len(flat)
     if segments:
         e_seg = embedder.encode(segments)

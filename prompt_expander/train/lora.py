@@ -176,7 +176,9 @@ def main(args) -> int:
         if args.merge and not args.freeze_last_k:
             merge_to(model, tok, folder, args.merge)
 
-    state = run_training(model, train, val, loop_config(args, base_fingerprint=fingerprint), save_final=save_final, desc="train-lora")
+    # The base's fingerprint goes into the checkpoint, so that --resume on another base stops (check_resumable).
+    state = run_training(model, train, val, loop_config(args, base_fingerprint=fingerprint), save_final=save_final,
+                         desc="train-lora")
     if state.get("finished"):
         print(f"saved to {out}")
     return 0
