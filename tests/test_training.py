@@ -142,7 +142,8 @@ def test_train_lora_resumes_only_on_the_data_and_base_it_was_trained_on(base_mod
     r = cli("train-lora", data_dir, "--select", "castle", "--steps", "10", "--resume", *flags)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "resumed from" in r.stdout + r.stderr
-    assert json.loads((out / "training_summary.json").read_text())["step"] == 10
+    summary = json.loads((out / "training_summary.json").read_text())
+    assert summary["step"] == 10 and summary["config"]["steps"] == 10  # the resumed invocation's settings
 
 
 def test_freeze_last_k_trains_only_the_last_block(base_model, data_dir, tmp_path):

@@ -229,7 +229,8 @@ def run_training(model, train, val, cfg: TrainConfig, params=None, save_final=No
         check_resumable(saved, data_fingerprint, cfg, ckpt)
         load_state_safely(accelerator, ckpt)
         state = saved
-        state["data"] = data_fingerprint
+        # This invocation's settings (a longer --steps, say) are what the summary should show.
+        state["data"], state["config"] = data_fingerprint, asdict(cfg)
         accelerator.print(f"resumed from {ckpt} at step {state['step']}")
     elif ckpt.exists() and not cfg.resume:
         accelerator.print(f"note: {ckpt} exists; starting over (pass --resume to continue it)")
