@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -59,10 +60,15 @@ def expand_eval_section(ee, args) -> list[str]:
         vals = [r.get(k) for _, r in ee]
         lines.append(f"| {k} | " + " | ".join("n/a" if v is None else f"{v:.3f}" for v in vals) + " |")
     return lines + [
+        "", "The expansions are the default as `auto` loads it on any CPU: fp32, contrast 1.0 (the model's own), "
+        f"{args.seeds} seeds in one batch; `ms_per_expansion` is per expansion of that batch, on "
+        f"{platform.machine()} with {os.cpu_count()} CPUs, and `docs/benchmarks.md` has the paired timings.",
         "", "`on_topic_similarity` is the cosine between all-MiniLM-L6-v2 embeddings of the input and of the "
         "expanded prompt; `reference_similarity` calibrates it: real validation prompts scored against their "
         "own first comma-separated segment. `specificity` and `on_topic_matched` are defined in "
-        "[specificity.md](specificity.md), with `human_*` the same figures for real prompts. `junk_rate` is the "
+        "[specificity.md](specificity.md), with `human_*` the same figures for real prompts; `neighbour_list_rate` flags additions that list things "
+        "like their input (4 or more modifiers of 1-2 words within cosine 0.4 of it), which raise specificity "
+        "without describing the subject. `junk_rate` is the "
         "share of expansions whose added text holds a broken fragment: a bot flag, a stray or mangled number, a letter split "
         "off a word, or a word the training corpus writes fewer than 3 times. The shipped default drops such "
         "modifiers using that same word list, so its rate of 0 shows the filter working rather than an "
