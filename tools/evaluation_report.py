@@ -47,9 +47,9 @@ EXPAND_EVAL_HEADING = "## expand-eval on"
 COMMANDS_HEADING = "## Commands"
 EXPAND_EVAL_KEYS = ["retention", "added_words_mean", "added_words_p5", "added_words_p95", "on_topic_similarity",
                     "reference_similarity", "specificity", "on_topic_matched", "human_specificity",
-                    "human_on_topic_matched", "neighbour_list_rate", "human_neighbour_list_rate", "distinct_1", "distinct_2", "pairwise_embedding_similarity",
-                    "pairwise_word_overlap", "repeated_modifier_rate", "nsfw_added_rate", "budget_overrun_rate",
-                    "junk_rate", "ms_per_expansion"]
+                    "human_on_topic_matched", "neighbour_list_rate", "human_neighbour_list_rate", "distinct_1",
+                    "distinct_2", "pairwise_embedding_similarity", "pairwise_word_overlap", "repeated_modifier_rate",
+                    "nsfw_added_rate", "budget_overrun_rate", "junk_rate", "ms_per_expansion"]
 
 
 def expand_eval_section(ee, args) -> list[str]:
@@ -60,19 +60,20 @@ def expand_eval_section(ee, args) -> list[str]:
         vals = [r.get(k) for _, r in ee]
         lines.append(f"| {k} | " + " | ".join("n/a" if v is None else f"{v:.3f}" for v in vals) + " |")
     return lines + [
-        "", "The expansions are the default as `auto` loads it on any CPU: fp32, contrast 1.0 (the model's own), "
-        f"{args.seeds} seeds in one batch; `ms_per_expansion` is per expansion of that batch, on "
-        f"{platform.machine()} with {os.cpu_count()} CPUs, and `docs/benchmarks.md` has the paired timings.",
+        "", "The expansions are the default as `auto` loads it on any CPU: fp32, contrast "
+        f"{ee[0][1].get('contrast', 'n/a')} (the model's own), {args.seeds} seeds in one batch; `ms_per_expansion` "
+        f"is per expansion of that batch, on {platform.machine()} with {os.cpu_count()} CPUs, and "
+        "`docs/benchmarks.md` has the paired timings.",
         "", "`on_topic_similarity` is the cosine between all-MiniLM-L6-v2 embeddings of the input and of the "
         "expanded prompt; `reference_similarity` calibrates it: real validation prompts scored against their "
         "own first comma-separated segment. `specificity` and `on_topic_matched` are defined in "
-        "[specificity.md](specificity.md), with `human_*` the same figures for real prompts; `neighbour_list_rate` flags additions that list things "
-        "like their input (4 or more modifiers of 1-2 words within cosine 0.4 of it), which raise specificity "
-        "without describing the subject. `junk_rate` is the "
-        "share of expansions whose added text holds a broken fragment: a bot flag, a stray or mangled number, a letter split "
-        "off a word, or a word the training corpus writes fewer than 3 times. The shipped default drops such "
-        "modifiers using that same word list, so its rate of 0 shows the filter working rather than an "
-        "independent judgement.", ""]
+        "[specificity.md](specificity.md), with `human_*` the same figures for real prompts; "
+        "`neighbour_list_rate` flags additions that list things like their input (4 or more modifiers of 1-2 "
+        "words within cosine 0.4 of it), which raise specificity without describing the subject. `junk_rate` is "
+        "the share of expansions whose added text holds a broken fragment: a bot flag, a stray or mangled number, "
+        "a letter split off a word, or a word the training corpus writes fewer than 3 times. The shipped default "
+        "drops such modifiers using that same word list, so its rate of 0 shows the filter working rather than "
+        "an independent judgement.", ""]
 
 
 def commands_block(commands) -> list[str]:

@@ -10,7 +10,7 @@ from ..errors import DataError
 from ..fileio import iter_lines, write_report
 from ..fragments import corpus_words, fragments
 from .metrics import distinct_n, jaccard, percentile, words
-from ..expansion.syntax import modifier_key, strip_trailing
+from ..expansion.syntax import modifier_key, split_modifiers, strip_trailing
 from ..wordlists import nsfw_matcher
 
 
@@ -80,10 +80,9 @@ def neighbour_list_rate(embedder, e_in, flat: list[tuple[int, str]]) -> float:
         return float("nan")
     segments, owner = [], []
     for k, (_, added) in enumerate(flat):
-        for segment in added.split(","):
-            segment = segment.strip()
-            if segment and len(segment.split()) <= 2:
-                segments.append(segment)
+        for modifier in split_modifiers(added):
+            if len(modifier.split()) <= 2:
+                segments.append(modifier)
                 owner.append(k)
     counts = [0] * len(flat)
     if segments:

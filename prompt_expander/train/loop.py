@@ -223,17 +223,16 @@ def run_training(model, train, val, cfg: TrainConfig, params=None, save_final=No
         recover_checkpoint(ckpt)
     accelerator.wait_for_everyone()
     data_fingerprint = getattr(getattr(train, "data", None), "fingerprint", "") or None
-    state["data"] = data_fingerprint
     if cfg.resume and (ckpt / "train_state.json").exists():
         saved = json.loads((ckpt / "train_state.json").read_text())
         check_resumable(saved, data_fingerprint, cfg, ckpt)
         load_state_safely(accelerator, ckpt)
-        state = saved
         # This invocation's settings (a longer --steps, say) are what the summary should show.
-        state["data"], state["config"] = data_fingerprint, asdict(cfg)
+        state = {**saved, "config": asdict(cfg)}
         accelerator.print(f"resumed from {ckpt} at step {state['step']}")
     elif ckpt.exists() and not cfg.resume:
         accelerator.print(f"note: {ckpt} exists; starting over (pass --resume to continue it)")
+    state["data"] = data_fingerprint  # what check_resumable compares on the next --resume
     device = device_description(accelerator.device)
     if state.get("device") and device not in state["device"].split(", then "):
         device = f"{state['device']}, then {device}"  # a run resumed elsewhere says where each part ran

@@ -35,9 +35,9 @@ def without_subject_words(subject: str, added: str) -> str:
 
 class SubsetScorer:
     """How much a prompt's addition (less the subject's own words) is about its own subject rather than any
-    subject: cos(addition, subject) minus the mean cos(addition, other subjects), with the on-topic pick's vectors (OnTopicPicker: the base's
-    own token embeddings, no forward pass). It mirrors the specificity that expand-eval measures, without the
-    judge's embedder, which neither training nor expansion may use."""
+    subject: cos(addition, subject) minus the mean cos(addition, other subjects), with the on-topic pick's
+    vectors (OnTopicPicker: the base's own token embeddings, no forward pass). It mirrors the specificity that
+    expand-eval measures, without the judge's embedder, which neither training nor expansion may use."""
 
     def __init__(self, tokenizer, embeddings: torch.Tensor, lowercase: bool, bank: list[str]):
         self.picker = OnTopicPicker(tokenizer, embeddings)
