@@ -5,9 +5,10 @@ import json
 import pytest
 import torch
 
+from prompt_expander.train import on_topic_subset
 from prompt_expander.train.lora import _style_files
-from prompt_expander.train.on_topic_subset import (SubsetScorer, select_on_topic, subject_and_addition,
-                                                   without_subject_words)
+from prompt_expander.train.on_topic_subset import (SubsetScorer, modifier_subjects, select_on_topic,
+                                                   subject_and_addition, without_subject_words)
 
 from test_on_topic import WordTokenizer
 from test_training import cli, data_dir, base_model  # noqa: F401 - module fixtures
@@ -53,6 +54,26 @@ def test_the_share_kept_is_the_best_scoring_in_file_order_and_val_uses_trains_th
         select_on_topic(tmp_path / "none.txt", None, tmp_path, 0.5, WordTokenizer(WORDS), EMBEDDINGS, True)
 
 
+def test_a_first_phrase_that_prompts_mostly_write_later_is_a_style_not_a_subject(tmp_path):
+    path = tmp_path / "train.txt"
+    path.write_text("\n".join(["concept art, a castle", "a castle, concept art, lemon", "lemon, concept art",
+                               "x, concept art, concept art", "y, Concept Art", "z, concept art"]) + "\n")
+    # "concept art": first once, later 6 times (over 4x); "lemon": first once, later once; "a castle" 1 and 1
+    assert modifier_subjects(path) == {"concept art"}
+
+
+def test_prompts_opening_with_a_style_are_left_out_and_a_subject_keeps_only_its_best(tmp_path, monkeypatch):
+    monkeypatch.setattr(on_topic_subset, "PER_SUBJECT", 1)
+    on_lemon_too = "lemon, citrus slice, citrus art, art detailed, art x"
+    style = "art, citrus slice, citrus slice, art detailed, lemon x"
+    fillers = ["a, art", "b, art", "c, art", "d, art", "e, art"]  # "art" is written later 5 times
+    train = tmp_path / "train.txt"
+    train.write_text("\n".join([on_lemon_too, style, ON_CASTLE, ON_LEMON, OFF_CASTLE] + fillers) + "\n")
+    kept, _, _ = select_on_topic(train, None, tmp_path, 1.0, WordTokenizer(WORDS), EMBEDDINGS, True)
+    # one prompt per subject, the best-scoring one, in file order; the prompt that opens with "art" is out
+    assert kept.read_text().splitlines() == [ON_CASTLE, ON_LEMON]
+
+
 def test_a_subset_is_rebuilt_when_the_keywords_change(tmp_path):
     (tmp_path / "train.txt").write_text("a castle, art\na fox, art\n")
     args = argparse.Namespace(data=str(tmp_path), val=None, select="castle", select_on_topic=None)
@@ -72,6 +93,9 @@ def test_train_lora_trains_a_style_on_the_on_topic_subset(base_model, data_dir, 
     assert "on-topic subset: the 50% of scoreable prompts" in r.stdout
     card = (out / "README.md").read_text()
     assert "the 50% of prompts with a 1-3-word subject" in card and "--select-on-topic 0.5 " in card
+    assert "is a style, not a subject, and each subject keeps at most its best 8" in card
+    # a subset chosen by another rule is not reused
+    assert json.loads((out / "cache" / "selection.json").read_text())["rule"] == {"modifier_ratio": 4, "per_subject": 8}
     kept = (out / "cache" / "train.on_topic.txt").read_text().splitlines()
     assert kept and all(subject_and_addition(line) for line in kept)
     assert json.loads((out / "prompt_expander_adapter.json").read_text())["select_on_topic"] == 0.5

@@ -53,6 +53,9 @@ def _style_files(args, out: Path, tokenizer=None, embeddings=None, lowercase: bo
     recipe = {"train": file_digest(train), "val": file_digest(val) if val else None, "select": args.select,
               "select_on_topic": on_topic, "base": base_fingerprint if on_topic else None,
               "lowercase": bool(lowercase) if on_topic else None}
+    if on_topic:  # a subset chosen by an earlier rule is chosen again
+        from .on_topic_subset import MODIFIER_RATIO, PER_SUBJECT
+        recipe["rule"] = {"modifier_ratio": MODIFIER_RATIO, "per_subject": PER_SUBJECT}
     record = subset / "selection.json"
     names = ["train.selected", "val.selected"] if not on_topic else ["train.on_topic", "val.on_topic"]
     kept = [subset / f"{n}.txt" if src is not None else None for n, src in zip(names, (train, val))]
@@ -197,11 +200,15 @@ def merge_to(peft_model, tok, base_folder: Path, dest) -> None:
 
 
 def adapter_card(args, base_id, state, metrics, base_metrics, n_train, wall_s) -> str:
+    from .on_topic_subset import PER_SUBJECT
+
     def fmt(m):
         return (f"CE {m['cross_entropy']:.4f}, perplexity {m['perplexity']:.2f}, bits/byte {m['bits_per_byte']:.4f}"
                 if m else "n/a")
     on_topic = (f", the {args.select_on_topic:.0%} of prompts with a 1-3-word subject whose added words are most about "
-                f"it (by the base's own token embeddings)" if args.select_on_topic else "")
+                f"it (by the base's own token embeddings; a first phrase that prompts mostly write later, such as "
+                f"\"concept art\", is a style, not a subject, and each subject keeps at most its best "
+                f"{PER_SUBJECT})" if args.select_on_topic else "")
     kind = f"last {args.freeze_last_k} blocks fine-tuned" if args.freeze_last_k else \
         f"LoRA r={args.r}, alpha={args.alpha}, dropout={args.lora_dropout}, targets {args.target_modules}"
     return f"""---

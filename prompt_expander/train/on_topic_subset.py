@@ -1,6 +1,7 @@
 """The on-topic subset of a prompts file: prompts whose added words are most about their own short subject."""
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -12,6 +13,13 @@ MAX_SUBJECT_WORDS = 3  # what people type into the expander: "a lemon", "woman p
 MIN_ADDED_WORDS = 8
 BANK_SIZE = 512  # other subjects an addition is compared with
 BATCH = 20000
+# A first phrase that prompts write this many times more often after their first comma is a style or a framing
+# ("concept art" 1,161 times first and 137,099 later, "portrait" 2,484 and 18,693), not a subject, so its
+# prompts have no subject to be about; a subject such as "woman" (455 and 564) or "mountains" (271, 934) stays.
+MODIFIER_RATIO = 4
+# Keep only a subject's best-scoring prompts: a few templates repeated hundreds of times ("kodak portra 400",
+# "ultra realistic illustration") would otherwise fill the subset with their own additions.
+PER_SUBJECT = 8
 
 
 def subject_and_addition(line: str) -> tuple[str, str] | None:
@@ -92,10 +100,34 @@ def file_scores(path, scorer: SubsetScorer) -> list[float | None]:
     return out
 
 
+def _subject_key(line: str) -> str:
+    return line.split(",", 1)[0].strip().lower()
+
+
+def modifier_subjects(path) -> set[str]:
+    """The 1-to-MAX_SUBJECT_WORDS-word first phrases (lower-cased) that the file's prompts write more than
+    MODIFIER_RATIO times as often as a later comma phrase than as their first one."""
+    first: Counter = Counter()
+    for line in iter_lines(path):
+        key = _subject_key(line)
+        if 1 <= len(key.split()) <= MAX_SUBJECT_WORDS:
+            first[key] += 1
+    later: Counter = Counter()
+    for line in iter_lines(path):
+        for phrase in line.split(",")[1:]:
+            phrase = phrase.strip().lower()
+            if phrase in first:
+                later[phrase] += 1
+    return {key for key, n in first.items() if later[key] > MODIFIER_RATIO * n}
+
+
 def select_on_topic(train: Path, val: Path | None, out_dir: Path, fraction: float, tokenizer,
                     embeddings: torch.Tensor, lowercase: bool) -> tuple[Path, Path | None, float]:
     """Write the `fraction` of train's scoreable prompts that score highest (and val's prompts above the same
-    threshold) to out_dir/{train,val}.on_topic.txt, in file order. Returns the two files and the threshold."""
+    threshold) to out_dir/{train,val}.on_topic.txt, in file order. Returns the two files and the threshold.
+
+    A prompt whose first phrase is a style rather than a subject (see modifier_subjects) is not scoreable, and
+    each subject keeps at most its PER_SUBJECT best prompts before the share is taken."""
     if not 0 < fraction <= 1:
         raise ValueError(f"the on-topic fraction must be in (0, 1], got {fraction}")
     none = ValueError(f"no prompt of {train} has a subject of 1 to {MAX_SUBJECT_WORDS} words and an addition of "
@@ -104,21 +136,32 @@ def select_on_topic(train: Path, val: Path | None, out_dir: Path, fraction: floa
     if not bank:
         raise none
     scorer = SubsetScorer(tokenizer, embeddings, lowercase, bank)
-    train_scores = file_scores(train, scorer)
-    scored = sorted(s for s in train_scores if s is not None)
-    if not scored:
+    modifiers = modifier_subjects(train)
+    by_subject: dict[str, list[tuple[float, int]]] = {}
+    for i, (line, score) in enumerate(zip(iter_lines(train), file_scores(train, scorer))):
+        key = _subject_key(line)
+        if score is not None and key not in modifiers:
+            by_subject.setdefault(key, []).append((score, i))
+    best = [item for items in by_subject.values() for item in sorted(items, reverse=True)[:PER_SUBJECT]]
+    if not best:
         raise none
+    scored = sorted(score for score, _ in best)
     threshold = scored[min(len(scored) - 1, int(len(scored) * (1 - fraction)))]
+    kept_train = {i for score, i in best if score >= threshold}
     written = []
-    for name, src, scores in (("train", train, train_scores), ("val", val, None)):
+    for name, src in (("train", train), ("val", val)):
         if src is None:
             written.append(None)
             continue
-        scores = scores if scores is not None else file_scores(src, scorer)
+        if name == "train":
+            keep = (i in kept_train for i, _ in enumerate(iter_lines(src)))
+        else:  # val's prompts by train's threshold and styles; a subject's few val prompts need no cap
+            keep = (score is not None and score >= threshold and _subject_key(line) not in modifiers
+                    for line, score in zip(iter_lines(src), file_scores(src, scorer)))
         dst = out_dir / f"{name}.on_topic.txt"
         with atomic_path(dst) as tmp, open(tmp, "w", encoding="utf-8") as f:
-            for line, score in zip(iter_lines(src), scores):
-                if score is not None and score >= threshold:
+            for line, kept in zip(iter_lines(src), keep):
+                if kept:
                     f.write(line + "\n")
         written.append(dst)
     return written[0], written[1], threshold
