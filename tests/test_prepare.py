@@ -5,7 +5,7 @@ import json
 import pytest
 
 from prompt_expander.errors import DataError
-from prompt_expander.data.prepare import PromptFilter, dedup_key, prepare, split_of
+from prompt_expander.data.prepare import PromptFilter, addition_key, dedup_key, prepare, split_of
 from prompt_expander.data.sources import iter_prompts
 
 
@@ -77,6 +77,22 @@ def test_prepare_end_to_end(tmp_path):
     assert json.loads((tmp_path / "out" / "stats.json").read_text())["train"] == len(train)
 
 
+def test_a_template_run_over_many_subjects_keeps_only_its_first_copies(tmp_path):
+    template = ", d & d, fantasy, Portrait, highly detailed, digital painting"
+    lines = [f"{animal}{template}" for animal in ("a fox", "a cat", "an owl", "a bear")]
+    lines += ["a fox, d&d fantasy portrait highly detailed digital painting!"]  # the same addition, punctuated
+    lines += [f"{animal}, digital art" for animal in ("a fox", "a cat", "an owl")]  # too short to be a template
+    lines += ["a lone tree, in the fog"]
+    (tmp_path / "src.txt").write_text("\n".join(lines) + "\n")
+    stats = prepare([tmp_path / "src.txt"], tmp_path / "o", val_permille=0, progress=False, max_same_addition=2)
+    assert (tmp_path / "o" / "train.txt").read_text().splitlines() == lines[:2] + lines[5:]
+    assert stats["dropped"]["template"] == 2 and stats["dropped"]["duplicate"] == 1
+    assert stats["max_same_addition"] == 2
+    off = prepare([tmp_path / "src.txt"], tmp_path / "off", val_permille=0, progress=False)
+    assert off["dropped"]["template"] == 0 and off["kept"] == len(lines) - 1  # only the duplicate goes
+    assert addition_key("a fox, in the fog") is None and addition_key("no comma at all here") is None
+
+
 def test_custom_nsfw_list(tmp_path):
     (tmp_path / "src.txt").write_text("a castle made of cheese\na castle made of stone\n")
     (tmp_path / "words.txt").write_text("# my list\ncheese\n")
@@ -109,3 +125,12 @@ def test_mending_does_not_move_a_prompt_between_splits(tmp_path):
     expected = [r.replace("close - up", "close-up").replace("award - winning", "award-winning").replace("8 k", "8k")
                 for r in raw if split_of(dedup_key(r), 300) == "val"]
     assert [v for v in val if v.startswith("a castle")] == expected and expected
+
+
+@pytest.mark.parametrize("value", ["-1", "x", "2.5"])
+def test_a_bad_template_cap_is_refused_by_name(value, capsys):
+    from prompt_expander.cli import main
+    with pytest.raises(SystemExit) as exit_:
+        main(["prepare", "in.txt", "--out", "o", "--max-same-addition", value])
+    assert exit_.value.code == 2
+    assert "--max-same-addition: must be a whole number, 0 (off) or more" in capsys.readouterr().err

@@ -25,6 +25,8 @@ _CHATTER = re.compile(
     re.IGNORECASE,
 )
 _DEDUP_STRIP = re.compile(r"[\W_]+")
+# An addition this short ("digital art", "4k") is a common phrase, not a copy of a template.
+TEMPLATE_MIN_WORDS = 4
 
 
 def normalise(text: str) -> str:
@@ -34,6 +36,14 @@ def normalise(text: str) -> str:
 def dedup_key(text: str) -> str:
     """Case- and punctuation-insensitive identity of a prompt."""
     return _DEDUP_STRIP.sub(" ", text.lower()).strip()
+
+
+def addition_key(text: str) -> str | None:
+    """Identity of what a prompt adds after its first comma (as dedup_key), or None when that is under
+    TEMPLATE_MIN_WORDS words: prompts that share it are one template run over many subjects."""
+    _, comma, added = text.partition(",")
+    key = dedup_key(added) if comma else ""
+    return key if len(key.split()) >= TEMPLATE_MIN_WORDS else None
 
 
 def split_of(key: str, val_permille: int) -> str:
@@ -82,7 +92,10 @@ def _percentiles(values, ps=(5, 25, 50, 75, 95, 99)):
 
 
 def prepare(inputs, out_dir, column=None, val_permille=5, min_words=3, max_chars=1000,
-            nsfw_list=None, keep_nsfw=False, progress=True) -> dict:
+            nsfw_list=None, keep_nsfw=False, progress=True, max_same_addition=0) -> dict:
+    """max_same_addition N > 0 keeps only the first N prompts that add the same text after their first comma
+    (see addition_key): a template's addition is the same whatever the subject, so its copies teach a model
+    to add generic text."""
     out_dir = Path(out_dir)
     files = expand_inputs(inputs)
     if not files:
@@ -97,6 +110,7 @@ def prepare(inputs, out_dir, column=None, val_permille=5, min_words=3, max_chars
         for raw in iter_prompts(f, column):
             compounds.add(raw)
     seen: set[bytes] = set()
+    additions: Counter = Counter()
     lengths_chars, lengths_words = [], []
     with atomic_path(out_dir / "train.txt") as train_tmp, atomic_path(out_dir / "val.txt") as val_tmp:
         with open(train_tmp, "w", encoding="utf-8") as ftrain, open(val_tmp, "w", encoding="utf-8") as fval:
@@ -120,6 +134,13 @@ def prepare(inputs, out_dir, column=None, val_permille=5, min_words=3, max_chars
                         counts["duplicate"] += 1
                         continue
                     seen.add(digest)
+                    added = addition_key(text) if max_same_addition > 0 else None
+                    if added is not None:
+                        added_digest = hashlib.blake2b(added.encode("utf-8"), digest_size=10).digest()
+                        additions[added_digest] += 1
+                        if additions[added_digest] > max_same_addition:
+                            counts["template"] += 1
+                            continue
                     split = split_of(split_key, val_permille)
                     (fval if split == "val" else ftrain).write(text + "\n")
                     counts[split] += 1
@@ -133,7 +154,8 @@ def prepare(inputs, out_dir, column=None, val_permille=5, min_words=3, max_chars
         "train": counts["train"],
         "val": counts["val"],
         "dropped": {k: counts[k] for k in ("bot_command", "no_letters", "url", "too_short", "too_long",
-                                           "chatter", "nsfw", "duplicate")},
+                                           "chatter", "nsfw", "duplicate", "template")},
+        "max_same_addition": max_same_addition,
         "mended": counts["mended"],
         "hyphen_compounds_known": len(compounds),
         "val_permille": val_permille,
@@ -147,6 +169,16 @@ def prepare(inputs, out_dir, column=None, val_permille=5, min_words=3, max_chars
     return stats
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number, 0 (off) or more, got {text!r}")
+    return value
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", help="prompt files or folders (.txt[.gz], .csv, .tsv, .jsonl, .parquet)")
     p.add_argument("--out", required=True, help="output folder for train.txt, val.txt and stats.json")
@@ -156,11 +188,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-chars", type=int, default=1000, help="drop prompts longer than this (default 1000)")
     p.add_argument("--nsfw-list", help="word list file replacing the bundled wordlists/nsfw.txt")
     p.add_argument("--keep-nsfw", action="store_true", help="do not drop prompts that hit the NSFW list")
+    p.add_argument("--max-same-addition", type=_count, default=0, metavar="N",
+                   help=f"keep only the first N prompts that add the same text (of {TEMPLATE_MIN_WORDS}+ words) "
+                        "after their first comma, i.e. templates run over many subjects (default 0: all)")
 
 
 def main(args) -> int:
     stats = prepare(args.inputs, args.out, args.column, args.val_permille, args.min_words,
-                    args.max_chars, args.nsfw_list, args.keep_nsfw)
+                    args.max_chars, args.nsfw_list, args.keep_nsfw, max_same_addition=args.max_same_addition)
     print(f"read {stats['read']}, kept {stats['kept']} (train {stats['train']}, val {stats['val']})")
     for rule, n in stats["dropped"].items():
         print(f"  dropped {rule:12s} {n}")
