@@ -289,3 +289,14 @@ def test_save_dtype_fp16_saves_half_the_bytes_with_tied_embeddings_kept_one_tens
     for k, v in runs["fp32"].items():  # the same run: the fp16 file is the fp32 weights, rounded
         torch.testing.assert_close(runs["fp16"][k].float(), v, rtol=1e-3, atol=1e-3)
     load_expander(str(tmp_path / "fp16")).expand("a castle", seed=1)
+
+
+def test_the_machine_is_described_with_its_vector_units(tmp_path):
+    from prompt_expander.train.loop import machine_description
+    amx, avx2 = tmp_path / "amx", tmp_path / "avx2"
+    amx.write_text("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Processor\nflags\t\t: fpu avx2 avx512f amx_tile\n"
+                   "processor\t: 1\nmodel name\t: Intel(R) Xeon(R) Processor\nflags\t\t: fpu avx2 avx512f amx_tile\n")
+    avx2.write_text("model name\t: AMD EPYC 7B13\nflags\t\t: fpu avx avx2 fma\n")
+    assert machine_description(str(amx)).startswith("Intel(R) Xeon(R) Processor (AVX-512, AMX), ")
+    assert machine_description(str(avx2)).startswith("AMD EPYC 7B13 (AVX2 only), ")
+    assert "logical CPUs, torch" in machine_description(str(tmp_path / "missing"))

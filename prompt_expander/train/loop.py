@@ -83,15 +83,27 @@ def resolve_precision(precision: str) -> str:
     return "bf16" if cpu_supports_bf16() else "no"
 
 
-def machine_description() -> str:
-    cpu = platform.processor() or platform.machine()
+# The vector units that decide which CPU kernels run, hence speed (docs/benchmarks.md): "Intel Xeon" alone
+# names machines with and without AMX, "AMD EPYC" ones with and without AVX-512.
+_CPU_FEATURES = (("avx512f", "AVX-512"), ("avx512_bf16", "AVX-512 BF16"), ("amx_tile", "AMX"))
+
+
+def machine_description(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """CPU model and vector units, logical CPUs, torch version and GPU, for model cards and benchmark docs."""
+    cpu, name, flags = platform.processor() or platform.machine(), None, None
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+        for line in open(cpuinfo):  # the first processor's lines serve: a VM's CPUs are all the same model
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and name is None:
+                name = value.strip()
+            elif key.strip() == "flags" and flags is None:
+                flags = set(value.split())
     except OSError:
         pass
+    cpu = name or cpu
+    if flags:
+        units = [name for flag, name in _CPU_FEATURES if flag in flags] or (["AVX2 only"] if "avx2" in flags else [])
+        cpu += f" ({', '.join(units)})" if units else ""
     desc = f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__}"
     if torch.cuda.is_available():
         desc += f", GPU {torch.cuda.get_device_name(0)}"
