@@ -47,3 +47,22 @@ def test_the_model_is_restored_when_training_fails():
         with training_kernels(model, "cpu"):
             raise RuntimeError("out of memory")
     assert snapshot(model) == before
+
+
+@torch.no_grad()
+def test_the_padding_check_is_skipped_while_training_and_back_after(monkeypatch):
+    from transformers import PreTrainedModel
+    if not hasattr(PreTrainedModel, "warn_if_padding_and_no_attention_mask"):
+        pytest.skip("this transformers has no padding check")
+    calls = []
+    monkeypatch.setattr(PreTrainedModel, "warn_if_padding_and_no_attention_mask",
+                        lambda self, input_ids, attention_mask: calls.append(type(self).__name__))
+    model = tiny_model()
+    model.config.pad_token_id = 0
+    padded = torch.tensor([[5, 9, 2, 77, 0, 0]])  # a packed row ends in pads, which the loss leaves out
+    with training_kernels(model, "cpu"):
+        model(padded)
+    assert calls == []
+    assert not any("warn_if_padding_and_no_attention_mask" in vars(m) for m in model.modules())
+    model(padded)
+    assert calls == ["GPT2Model"]

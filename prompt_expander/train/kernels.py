@@ -6,6 +6,10 @@ from contextlib import contextmanager
 import torch
 
 
+def _no_padding_warning(input_ids, attention_mask) -> None:
+    return None
+
+
 @contextmanager
 def training_kernels(model, device: torch.device):
     """Run `model` on faster kernels inside the block, and put it back as it was after.
@@ -15,7 +19,8 @@ def training_kernels(model, device: torch.device):
       activations forward and back; torch's fused GELU(approximate="tanh") is the same function in one.
     - On CPU, the eager attention of transformers ran forward and backward faster than SDPA's flash
       kernel at our 128-token context. On GPUs SDPA is the fast one, so it stays.
-    Together they made a step about 1.3x faster. Neither changes a weight or what is saved.
+    Together they made a step about 1.3x faster. Neither changes a weight or what is saved. transformers'
+    check for padding without an attention mask is skipped inside the block (why: below).
     """
     from transformers.activations import NewGELUActivation
 
@@ -33,8 +38,16 @@ def training_kernels(model, device: torch.device):
             if getattr(config, "_attn_implementation", None) == "sdpa":
                 swapped.append((config, "_attn_implementation", "sdpa"))
                 config._attn_implementation = "eager"
+    # Rows are padded only at their end and pads are left out of the loss, so under causal attention no pad
+    # reaches a real token. transformers (4.31 on) still warns that "input_ids may be padded" at the first
+    # padded batch, and tests each batch's ends for the pad id: on a GPU, a host sync every step.
+    quiet = [m for m in model.modules() if hasattr(m, "warn_if_padding_and_no_attention_mask")]
+    for module in quiet:
+        module.warn_if_padding_and_no_attention_mask = _no_padding_warning
     try:
         yield model
     finally:
         for owner, name, original in reversed(swapped):
             setattr(owner, name, original)
+        for module in quiet:
+            del module.warn_if_padding_and_no_attention_mask  # the class's method again
