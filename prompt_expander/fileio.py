@@ -9,7 +9,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 
 def _umask() -> int:
@@ -42,6 +42,13 @@ def atomic_path(path: str | os.PathLike, suffix: str = ""):
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def write_lines_atomic(path: str | os.PathLike, lines: Iterable[str]) -> None:
+    """Stream lines (without their newline) into a file that appears whole or not at all."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        for line in lines:
+            f.write(line + "\n")
 
 
 def read_json(path: str | os.PathLike):

@@ -15,7 +15,7 @@ from torch import nn
 
 from ..errors import DataError
 from .scoring import encode_for_scoring, score_lines
-from ..fileio import iter_lines, write_json_atomic
+from ..fileio import iter_lines, write_json_atomic, write_lines_atomic
 from ..data.prepare import dedup_key
 from ..train.loop import add_loop_arguments, loop_config, run_training
 
@@ -141,10 +141,7 @@ def main(args) -> int:
     if args.max_train_prompts:
         subset = out / "train.subset.txt"
         if not subset.exists():
-            from ..fileio import atomic_path
-            with atomic_path(subset) as tmp, open(tmp, "w", encoding="utf-8") as f:
-                for line in itertools.islice(iter_lines(train_file), args.max_train_prompts):
-                    f.write(line + "\n")
+            write_lines_atomic(subset, itertools.islice(iter_lines(train_file), args.max_train_prompts))
         train_file = subset
     leaks = leakage(train_file, val_file)
     print(f"train/validation leakage: {leaks} validation prompts also in training")

@@ -90,20 +90,23 @@ _CPU_FEATURES = (("avx512f", "AVX-512"), ("avx512_bf16", "AVX-512 BF16"), ("amx_
 
 def machine_description(cpuinfo: str = "/proc/cpuinfo") -> str:
     """CPU model and vector units, logical CPUs, torch version and GPU, for model cards and benchmark docs."""
-    cpu, name, flags = platform.processor() or platform.machine(), None, None
+    name, flags = None, set()
     try:
-        for line in open(cpuinfo):  # the first processor's lines serve: a VM's CPUs are all the same model
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and name is None:
-                name = value.strip()
-            elif key.strip() == "flags" and flags is None:
-                flags = set(value.split())
+        with open(cpuinfo) as f:
+            for line in f:  # the first processor's lines serve: a VM's CPUs are all the same model
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and name is None:
+                    name = value.strip()
+                elif key.strip() == "flags" and not flags:
+                    flags = set(value.split())
+                if name is not None and flags:
+                    break
     except OSError:
         pass
-    cpu = name or cpu
-    if flags:
-        units = [name for flag, name in _CPU_FEATURES if flag in flags] or (["AVX2 only"] if "avx2" in flags else [])
-        cpu += f" ({', '.join(units)})" if units else ""
+    cpu = name or platform.processor() or platform.machine()
+    units = [unit for flag, unit in _CPU_FEATURES if flag in flags] or (["AVX2 only"] if "avx2" in flags else [])
+    if units:
+        cpu += f" ({', '.join(units)})"
     desc = f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__}"
     if torch.cuda.is_available():
         desc += f", GPU {torch.cuda.get_device_name(0)}"

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from ..model.adapters import ADAPTER_META, base_fingerprint, base_probe, write_portable_config
-from ..fileio import atomic_path, iter_lines, write_json_atomic, write_text_atomic
+from ..fileio import iter_lines, write_json_atomic, write_lines_atomic, write_text_atomic
 from ..model.meta import ModelMeta, copy_tokenizer_files
 from .loop import add_loop_arguments, loop_config, run_training, save_pretrained_atomic
 
@@ -75,10 +75,7 @@ def _style_files(args, out: Path, tokenizer=None, embeddings=None, lowercase: bo
                 narrowed.append(None)
                 continue
             dst = subset / f"{name}.selected.txt"
-            with atomic_path(dst) as tmp, open(tmp, "w", encoding="utf-8") as f:
-                for line in iter_lines(src):
-                    if pattern.search(line):
-                        f.write(line + "\n")
+            write_lines_atomic(dst, (line for line in iter_lines(src) if pattern.search(line)))
             narrowed.append(dst)
         train, val = narrowed
     if on_topic:

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from ..expansion.on_topic import OnTopicPicker
-from ..fileio import atomic_path, iter_lines
+from ..fileio import iter_lines, write_lines_atomic
 
 MAX_SUBJECT_WORDS = 3  # what people type into the expander: "a lemon", "woman portrait"
 MIN_ADDED_WORDS = 8
@@ -148,20 +148,11 @@ def select_on_topic(train: Path, val: Path | None, out_dir: Path, fraction: floa
     scored = sorted(score for score, _ in best)
     threshold = scored[min(len(scored) - 1, int(len(scored) * (1 - fraction)))]
     kept_train = {i for score, i in best if score >= threshold}
-    written = []
-    for name, src in (("train", train), ("val", val)):
-        if src is None:
-            written.append(None)
-            continue
-        if name == "train":
-            keep = (i in kept_train for i, _ in enumerate(iter_lines(src)))
-        else:  # val's prompts by train's threshold and styles; a subject's few val prompts need no cap
-            keep = (score is not None and score >= threshold and _subject_key(line) not in modifiers
-                    for line, score in zip(iter_lines(src), file_scores(src, scorer)))
-        dst = out_dir / f"{name}.on_topic.txt"
-        with atomic_path(dst) as tmp, open(tmp, "w", encoding="utf-8") as f:
-            for line, kept in zip(iter_lines(src), keep):
-                if kept:
-                    f.write(line + "\n")
-        written.append(dst)
-    return written[0], written[1], threshold
+    train_out, val_out = out_dir / "train.on_topic.txt", None
+    write_lines_atomic(train_out, (line for i, line in enumerate(iter_lines(train)) if i in kept_train))
+    if val is not None:  # val's prompts by train's threshold and styles; a subject's few val prompts need no cap
+        val_out = out_dir / "val.on_topic.txt"
+        write_lines_atomic(val_out, (line for line, score in zip(iter_lines(val), file_scores(val, scorer))
+                                     if score is not None and score >= threshold
+                                     and _subject_key(line) not in modifiers))
+    return train_out, val_out, threshold
