@@ -68,6 +68,7 @@ def test_train_base_lowers_loss_and_saves_a_loadable_model(base_model):
 
 def test_killed_run_resumes_from_checkpoint_to_the_same_weights(data_dir, tmp_path):
     from safetensors.torch import load_file
+    from prompt_expander.train.loop import recover_checkpoint
     flags = ["--steps", "40", "--save-every", "5", "--eval-every", "100", *BASE_FLAGS]
     full = tmp_path / "full"
     assert cli("train-base", data_dir, "--out", full, *flags).returncode == 0
@@ -81,11 +82,17 @@ def test_killed_run_resumes_from_checkpoint_to_the_same_weights(data_dir, tmp_pa
     state_file = killed / "checkpoint" / "train_state.json"
     deadline = time.time() + 300
     while time.time() < deadline:
-        if state_file.exists() and json.loads(state_file.read_text())["step"] >= 15:
-            break
+        try:  # the checkpoint is swapped in by renames, so it can vanish between two looks
+            if json.loads(state_file.read_text())["step"] >= 15:
+                break
+        except (OSError, ValueError):
+            pass
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    # The kill can land between atomic_dir's two renames, which leaves no OUT/checkpoint for a moment; --resume
+    # recovers the newest complete one first, and so does this check.
+    recover_checkpoint(killed / "checkpoint")
     step_at_kill = json.loads(state_file.read_text())["step"]
     assert 15 <= step_at_kill < 40 and not (killed / "model.safetensors").exists()
     r = cli("train-base", data_dir, "--out", killed, "--resume", *flags)
@@ -97,6 +104,34 @@ def test_killed_run_resumes_from_checkpoint_to_the_same_weights(data_dir, tmp_pa
     assert a.keys() == b.keys()
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-6), k
+
+
+def _checkpoint(folder, step):
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"weights")
+    if step is not None:  # train_state.json is written last, so a folder without it was cut short
+        (folder / "train_state.json").write_text(json.dumps({"step": step}))
+
+
+@pytest.mark.parametrize("old_step, new_step, kept", [(10, 15, 15), (10, None, 10), (None, 15, 15)])
+def test_a_kill_between_the_two_renames_keeps_the_newest_complete_checkpoint(tmp_path, old_step, new_step, kept):
+    from prompt_expander.train.loop import recover_checkpoint
+    ckpt = tmp_path / "checkpoint"
+    _checkpoint(tmp_path / ".checkpoint.old.4242", old_step)
+    _checkpoint(tmp_path / ".checkpoint.x7yq", new_step)
+    recover_checkpoint(ckpt)
+    assert json.loads((ckpt / "train_state.json").read_text())["step"] == kept
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint"]
+
+
+def test_recovery_leaves_a_complete_checkpoint_alone_and_drops_strays(tmp_path):
+    from prompt_expander.train.loop import recover_checkpoint
+    ckpt = tmp_path / "checkpoint"
+    _checkpoint(ckpt, 20)
+    _checkpoint(tmp_path / ".checkpoint.x7yq", None)
+    recover_checkpoint(ckpt)
+    assert json.loads((ckpt / "train_state.json").read_text())["step"] == 20
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint"]
 
 
 def test_train_lora_lowers_loss_round_trips_and_merges(base_model, data_dir, tmp_path):
