@@ -13,6 +13,7 @@ from ..model.meta import ModelMeta, copy_tokenizer_files
 from .loop import add_loop_arguments, loop_config, run_training, save_pretrained_atomic
 
 GPT2_TARGETS = "c_attn,c_proj,c_fc"
+EMBEDDING_MODULES = {"wte", "wpe", "lm_head", "embed_tokens"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -159,7 +160,10 @@ def main(args) -> int:
             copy_tokenizer_files(folder, out)
             base_metrics = None
         else:
-            save_pretrained_atomic(model, out)
+            # peft's "auto" asks the Hub whether the base (named "default" here) changed its vocabulary, which
+            # offline prints two warnings and online looks up a stranger's repo; training never resizes it.
+            targets = {t.strip() for t in args.target_modules.split(",")}
+            save_pretrained_atomic(model, out, save_embedding_layers=bool(targets & EMBEDDING_MODULES))
             write_portable_config(out)
             write_json_atomic(out / ADAPTER_META, {"base_id": base_id, "base_fingerprint": fingerprint,
                                                    "base_probe": probe, "select": args.select,
