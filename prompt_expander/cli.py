@@ -13,6 +13,8 @@ COMMANDS = {
     "prepare": ("data.prepare", "clean, deduplicate, filter and split prompt sources"),
     "harvest": ("data.harvest", "collect prompts from the metadata of generated images"),
     "train-base": ("train.base", "train a BPE tokenizer and a GPT-2 model from scratch"),
+    "self-distill": ("train.self_distill", "training prompts made by a model itself, each the most on-topic of K "
+                                           "samples, for train-lora"),
     "train-lora": ("train.lora", "fine-tune a LoRA adapter (or the last k blocks) on a base model"),
     "evaluate": ("evaluation.evaluate", "cross-entropy, perplexity and bits per byte of a model on a prompts file"),
     "train-lstm": ("evaluation.lstm", "train the LSTM benchmark (BPE or word level)"),

@@ -1,0 +1,138 @@
+"""`self-distill`: training prompts written by the model itself, each its most on-topic of K samples, for train-lora."""
+from __future__ import annotations
+
+import argparse
+import random
+from pathlib import Path
+
+from ..errors import DataError, InputError
+from ..fileio import iter_lines, read_json, write_json_atomic, write_lines_atomic
+from .on_topic_subset import MAX_SUBJECT_WORDS, modifier_subjects
+
+MAX_SENTENCE_WORDS = 14
+SENTENCE_EVERY = 3  # one subject in three is a sentence ("a dog chasing a ball in the park"), as users type both
+PART_SIZE = 250  # prompts per part file: a kill loses at most one part's work
+VAL_SHARE = 0.05
+SYNTAX_CHARACTERS = set("()[]{}<>:|\\")  # weights and wildcards belong to users, not to training subjects
+RUN_FILE = "self_distill.json"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", help="prompts file, or a `prepare` folder (its train.txt); first phrases are the subjects")
+    p.add_argument("--out", required=True, help="output folder: train.txt and val.txt for train-lora")
+    p.add_argument("--model", default=None, help="model folder or hub id (default models/default)")
+    p.add_argument("--lora", action="append", default=[], help="adapter NAME[:WEIGHT] to expand with; repeatable")
+    p.add_argument("--subjects", type=_positive, default=3000, help="how many subjects to expand (default 3000)")
+    p.add_argument("--candidates", type=_positive, default=8,
+                   help="samples per subject; the most on-topic one is kept (default 8)")
+    p.add_argument("--exclude", action="append", default=[],
+                   help="a file of inputs (one per line) never to use as subjects, e.g. the evaluation's; repeatable")
+    p.add_argument("--seed", type=int, default=0, help="orders the subjects and seeds the expansions")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of 1 or more, got {text!r}")
+    return value
+
+
+def subject_of(line: str) -> str | None:
+    """A prompt's first comma phrase when it can be an expander's input: 1 to MAX_SUBJECT_WORDS words (a
+    subject) or up to MAX_SENTENCE_WORDS (a sentence), with nothing after it missing and no prompt syntax."""
+    subject, comma, rest = line.partition(",")
+    subject = " ".join(subject.split())
+    if not comma or not rest.strip() or not subject or SYNTAX_CHARACTERS & set(subject):
+        return None
+    return subject if len(subject.split()) <= MAX_SENTENCE_WORDS else None
+
+
+def choose_subjects(path, n: int, seed: int, exclude: set[str]) -> list[str]:
+    """n distinct subjects of the file, in a seeded order, SENTENCE_EVERY-th a sentence and the others short;
+    first phrases that are styles rather than subjects (modifier_subjects) are left out."""
+    styles = modifier_subjects(path)
+    short: dict[str, str] = {}
+    sentences: dict[str, str] = {}
+    for line in iter_lines(path):
+        subject = subject_of(line)
+        key = subject.lower() if subject else None
+        if key is None or key in styles or key in exclude:
+            continue
+        (short if len(key.split()) <= MAX_SUBJECT_WORDS else sentences).setdefault(key, subject)
+    rng = random.Random(seed)
+    short_list, sentence_list = sorted(short.values()), sorted(sentences.values())
+    rng.shuffle(short_list)
+    rng.shuffle(sentence_list)
+    chosen = []
+    while len(chosen) < n and (short_list or sentence_list):
+        want_sentence = len(chosen) % SENTENCE_EVERY == SENTENCE_EVERY - 1
+        pool = sentence_list if (want_sentence and sentence_list) or not short_list else short_list
+        chosen.append(pool.pop())
+    return chosen
+
+
+def _run_subjects(out: Path, args, data: Path) -> list[str]:
+    """The run's subjects, chosen once: a rerun into the same OUT with the same settings continues where the last
+    one stopped; other settings there are refused, since the parts already written would not match them."""
+    settings = {"data": str(data.resolve()), "data_bytes": data.stat().st_size, "subjects": args.subjects,
+                "seed": args.seed, "candidates": args.candidates, "model": args.model or "default",
+                "lora": list(args.lora), "exclude": sorted(str(Path(f).resolve()) for f in args.exclude)}
+    recorded = out / RUN_FILE
+    listed = out / "subjects.txt"
+    if recorded.exists() and listed.exists():
+        if read_json(recorded) != settings:
+            raise DataError(f"{out} holds a self-distill run with other settings ({recorded}); use a new --out")
+        return listed.read_text(encoding="utf-8").splitlines()
+    exclude = {line.strip().lower() for f in args.exclude for line in iter_lines(f)}
+    subjects = choose_subjects(data, args.subjects, args.seed, exclude)
+    if not subjects:
+        raise DataError(f"no prompt of {data} opens with a subject of 1 to {MAX_SENTENCE_WORDS} words and a comma")
+    write_lines_atomic(listed, subjects)
+    write_json_atomic(recorded, settings)
+    return subjects
+
+
+def main(args) -> int:
+    from tqdm import tqdm
+
+    from ..expansion.resident import load_expander
+
+    data = Path(args.data)
+    if data.is_dir():
+        data = data / "train.txt"
+    if not data.is_file():
+        raise DataError(f"{args.data}: no such prompts file (or `prepare` folder with a train.txt)")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    subjects = _run_subjects(out, args, data)
+    exp = load_expander(args.model)
+    parts = out / "parts"
+    parts.mkdir(exist_ok=True)
+    bar = tqdm(total=len(subjects), desc="self-distill", unit="subject")
+    for start in range(0, len(subjects), PART_SIZE):
+        part = parts / f"{start:07d}.txt"
+        if part.exists():  # written whole by an earlier run
+            bar.update(min(PART_SIZE, len(subjects) - start))
+            continue
+        lines = []
+        for i, subject in enumerate(subjects[start:start + PART_SIZE], start):
+            try:
+                result = exp.expand(subject, seed=args.seed + i, candidates=args.candidates, styles=args.lora)
+            except InputError:  # a subject the prompt guard refuses is no loss
+                continue
+            finally:
+                bar.update(1)
+            if result.added:
+                lines.append(" ".join(result.text.split()))
+        write_lines_atomic(part, lines)
+    bar.close()
+    prompts = [line for part in sorted(parts.glob("*.txt")) for line in iter_lines(part)]
+    n_val = max(1, round(len(prompts) * VAL_SHARE)) if len(prompts) > 1 else 0
+    write_lines_atomic(out / "train.txt", prompts[:len(prompts) - n_val])
+    write_lines_atomic(out / "val.txt", prompts[len(prompts) - n_val:])
+    print(f"{len(prompts) - n_val} train and {n_val} val prompts in {out}; next: "
+          f"python -m prompt_expander train-lora {out} --base {args.model or 'default'} --out ADAPTER")
+    return 0
