@@ -60,7 +60,7 @@ def test_script_shape_and_ui(script):
     assert s.title() == "Prompt Expander" and s.show(False) is modules.scripts.AlwaysVisible
     comps = s.ui(False)
     assert len(comps) == 14  # the API args, in Options order; contrast and candidates are the newest, last
-    assert comps[1].args[0] == ["default", "tiny"] and comps[2].args[0] == ["None", "anime", "photo", "tinystyle"]
+    assert comps[1].args[0] == ["default", "tiny"] and comps[2].args[0] == ["None", "anime", "on-topic", "photo", "tinystyle"]
     assert {k for _, k in s.infotext_fields if isinstance(k, str)} == {"Prompt Expander"}  # the rest: readers
     from modules import shared
     assert shared.opts.prompt_expander_device == "GPU" and shared.opts.prompt_expander_keep_loaded is False

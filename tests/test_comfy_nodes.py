@@ -73,7 +73,7 @@ def test_node_contract(pack):
     load = pack.NODE_CLASS_MAPPINGS["LoadPromptExpander"].INPUT_TYPES()["required"]
     assert load["model"][0] == ["default (bundled)", "linked", "other", "tiny"]
     assert load["device"][0] == ["auto", "cpu", "gpu"] and load["dtype"][0] == ["auto", "fp32", "fp16", "bf16"]
-    assert pack.NODE_CLASS_MAPPINGS["ApplyExpanderStyle"].INPUT_TYPES()["required"]["style"][0] == ["anime", "photo", "tinystyle"]
+    assert pack.NODE_CLASS_MAPPINGS["ApplyExpanderStyle"].INPUT_TYPES()["required"]["style"][0] == ["anime", "on-topic", "photo", "tinystyle"]
     exp = pack.NODE_CLASS_MAPPINGS["ExpandPrompt"]
     assert exp.RETURN_TYPES == ("STRING", "STRING") and exp.RETURN_NAMES == ("expanded", "added")
     assert exp.INPUT_TYPES()["required"]["seed"][1]["control_after_generate"] is True

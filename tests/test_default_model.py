@@ -23,6 +23,8 @@ EXPECTED = {
         'woman portrait, wearing a feathered bird mask, with wings, wearing an old torn shirt, by donato giancola and nikolay makovsky and edwin longsden long and wlop, face by greg rutkowski, digital art, trending on artstation',
     ('a castle on a hill', 7, ('photo',)):
         'a castle on a hill, surrounded by mountains and golden buildings, high up angle, trending on artstation, cgsociety, octane render, 4k, unreal engine, cinematic, hyper realism, octane renderer, sharp focus, octane cinema 4d, fantasy style, volumetric lighting, epic light, award winning photography, ultra high quality image',
+    ('a castle on a hill', 7, ('on-topic',)):
+        'a castle on a hill, with a waterfall and mountains in the distance and a small bridge, trending on artstation, matte painting, digital painting, 8k, matte fantasy painting, hyperrealistic, cgsociety, rpg portrait, by artgerm, by simon stalenhag, by beeple, by greg rutkowski, by victor adame minguez by alphonse mucha',
     ('a castle on a hill', 7, ('anime',)):
         'a castle on a hill, surrounded by a small river, digital art, studio ghibli, makoto shinkai, by studio trigger, greg rutkowski and studio gainax and moebius, octane render, 4k, beautiful landscape, cinematic lighting, strong shadows, reflections, featured, trending on behance and artstation, very detailed',
 }
@@ -34,7 +36,7 @@ def test_default_model_is_shipped_small_and_documented():
     card = (DEFAULT_MODEL / "README.md").read_text()
     for words in ("Data", "Tokenizer", "tokens seen", "machine", "bits per byte", "train-base"):
         assert words in card
-    for style in ("photo", "anime"):
+    for style in ("photo", "anime", "on-topic"):
         assert (BUNDLED_LORAS / style / "adapter_model.safetensors").is_file()
         assert "base + this adapter" in (BUNDLED_LORAS / style / "README.md").read_text()
 
@@ -70,3 +72,4 @@ def test_styles_shift_the_same_seed():
     plain = exp.expand("a castle on a hill", seed=7).added
     assert exp.expand("a castle on a hill", seed=7, styles=["photo"]).added != plain
     assert exp.expand("a castle on a hill", seed=7, styles=["anime"]).added != plain
+    assert exp.expand("a castle on a hill", seed=7, styles=["on-topic"]).added != plain

@@ -14,7 +14,7 @@ from prompt_expander.fileio import write_text_atomic  # noqa: E402
 
 DEFAULT_HEADER = "| input | seed | added by the default model |"
 STYLE_HEADER = "| input | seed | style | added |"
-STYLES = ((), ("photo",), ("anime",))
+STYLES = ((), ("photo",), ("anime",), ("on-topic",))
 HEADLINE = re.compile(r'^\$ prompt-expander expand "([^"]+)" --seed (\d+)$')
 HEADLINE_WIDTH = 112
 
