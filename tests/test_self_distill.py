@@ -66,12 +66,18 @@ def test_the_files_hold_each_subjects_on_topic_pick_and_a_rerun_continues(tiny_m
     assert json.loads((out / "self_distill.json").read_text())["seed"] == 5
 
 
-def test_a_missing_file_or_one_without_subjects_is_a_clear_error(tiny_model_dir, tmp_path, capsys):
+def test_a_missing_file_no_subjects_or_refused_settings_are_clear_errors(tiny_model_dir, tmp_path, capsys):
     assert main(["self-distill", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")]) == 1
     assert "no such prompts file" in capsys.readouterr().err
     (tmp_path / "flat.txt").write_text("no comma here\nnor here\n")
     assert main(["self-distill", str(tmp_path / "flat.txt"), "--out", str(tmp_path / "o"),
                  "--model", str(tiny_model_dir)]) == 1
     assert "opens with a subject" in capsys.readouterr().err
+    assert main(["self-distill", str(tmp_path / "flat.txt"), "--out", str(tmp_path / "o"), "--model",
+                 str(tiny_model_dir), "--candidates", "999"]) == 1
+    assert "candidates must be" in capsys.readouterr().err
+    assert main(["self-distill", str(tmp_path / "flat.txt"), "--out", str(tmp_path / "o"), "--model",
+                 str(tiny_model_dir), "--lora", "photo:lots"]) == 1
+    assert "no adapter" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["self-distill", str(tmp_path / "flat.txt"), "--out", str(tmp_path / "o"), "--subjects", "0"])

@@ -98,6 +98,7 @@ def _run_subjects(out: Path, args, data: Path) -> list[str]:
 def main(args) -> int:
     from tqdm import tqdm
 
+    from ..expansion.expander import make_settings
     from ..expansion.resident import load_expander
 
     data = Path(args.data)
@@ -107,8 +108,11 @@ def main(args) -> int:
         raise DataError(f"{args.data}: no such prompts file (or `prepare` folder with a train.txt)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    subjects = _run_subjects(out, args, data)
     exp = load_expander(args.model)
+    # Settings or styles the expander refuses would refuse every subject, so they stop the run here instead.
+    make_settings(candidates=args.candidates)
+    exp.parse_styles(args.lora)
+    subjects = _run_subjects(out, args, data)
     parts = out / "parts"
     parts.mkdir(exist_ok=True)
     bar = tqdm(total=len(subjects), desc="self-distill", unit="subject")
