@@ -159,22 +159,36 @@ def test_fp16_weight_matmul_rows_do_not_depend_on_each_other_or_on_threads():
     g = torch.Generator().manual_seed(0)
     weight = torch.randn(96, 64, generator=g).half().float()
     x, bias = torch.randn(60, 64, generator=g), torch.randn(96, generator=g)
-    prepared = decoding.Fp16ValuedWeight(weight)
+    prepared = decoding.Fp16ValuedWeight(weight, bias)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        alone = torch.cat([prepared(x[i:i + 1], bias) for i in range(60)])
+        alone = torch.cat([prepared(x[i:i + 1]) for i in range(60)])
         for n in (2, 4):
             torch.set_num_threads(n)
             for rows in range(1, 61):
-                assert torch.equal(prepared(x[:rows], bias), alone[:rows]), (n, rows)
-            assert torch.equal(prepared(x[7:9], bias), alone[7:9])
+                assert torch.equal(prepared(x[:rows]), alone[:rows]), (n, rows)
+            assert torch.equal(prepared(x[7:9]), alone[7:9])
     finally:
         torch.set_num_threads(threads)
     torch.testing.assert_close(alone, x @ weight.t() + bias, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(prepared(x, bias, tanh_gelu=True, residual=x[:, :1]),
+    torch.testing.assert_close(prepared(x, tanh_gelu=True, residual=x[:, :1]),
                                torch.nn.functional.gelu(x @ weight.t() + bias, approximate="tanh") + x[:, :1],
                                rtol=1e-5, atol=1e-5)
+
+
+@torch.inference_mode()
+def test_a_bias_packed_into_the_fp16_matmul_adds_exactly_as_after_it():
+    """The decode packs each bias with its weight; the sums must be the bits the separate `+ bias` gave, or every
+    expansion recorded before would change."""
+    if not decoding.fp16_weight_linear_available():
+        pytest.skip("this torch build has no FBGEMM")
+    g = torch.Generator().manual_seed(3)
+    weight, bias = torch.randn(96, 64, generator=g).half().float(), torch.randn(96, generator=g)
+    with_bias, without = decoding.Fp16ValuedWeight(weight, bias), decoding.Fp16ValuedWeight(weight)
+    for rows in (1, 2, 3, 8, 17):
+        x = torch.randn(rows, 64, generator=g)
+        assert torch.equal(with_bias(x), without(x) + bias), rows
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -279,12 +293,12 @@ def test_packed_linear_fuses_the_activation_and_the_residual():
     g = torch.Generator().manual_seed(0)
     x, w, b, res = (torch.randn(5, 32, generator=g), torch.randn(48, 32, generator=g),
                     torch.randn(48, generator=g), torch.randn(5, 48, generator=g))
-    weight = decoding.PackedWeight(w)
+    weight = decoding.PackedWeight(w, b)
     plain = x @ w.t() + b
-    torch.testing.assert_close(weight(x, b), plain, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(weight(x, b, tanh_gelu=True), torch.nn.functional.gelu(plain, approximate="tanh"),
+    torch.testing.assert_close(weight(x), plain, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(weight(x, tanh_gelu=True), torch.nn.functional.gelu(plain, approximate="tanh"),
                                rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(weight(x, b, residual=res), res + plain, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(weight(x, residual=res), res + plain, rtol=1e-5, atol=1e-5)
 
 
 @torch.inference_mode()

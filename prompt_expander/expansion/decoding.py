@@ -56,10 +56,10 @@ def packed_linear_available(dtype: torch.dtype) -> bool:
     """Whether this torch build can pre-pack CPU weights of `dtype` for oneDNN (a private op: probe it)."""
     if dtype not in _PACKED_OK:
         try:  # every form the decode loop calls: plain, GELU fused, residual fused
-            weight, x = PackedWeight(torch.ones(4, 4, dtype=dtype)), torch.ones(3, 4, dtype=dtype)
-            bias = torch.zeros(4, dtype=dtype)
-            _PACKED_OK[dtype] = bool((weight(x, None) == 4).all()) and bool(
-                (weight(x, bias, tanh_gelu=True) > 3.9).all()) and bool((weight(x, bias, residual=x) == 5).all())
+            ones, x = torch.ones(4, 4, dtype=dtype), torch.ones(3, 4, dtype=dtype)
+            plain, biased = PackedWeight(ones), PackedWeight(ones, torch.zeros(4, dtype=dtype))
+            _PACKED_OK[dtype] = bool((plain(x) == 4).all()) and bool(
+                (biased(x, tanh_gelu=True) > 3.9).all()) and bool((biased(x, residual=x) == 5).all())
         except Exception:  # an old torch, a build without oneDNN, or a CPU without the instructions for dtype
             _PACKED_OK[dtype] = False
     return _PACKED_OK[dtype]
@@ -95,24 +95,30 @@ class Fp16RowPlan:
         return cls(tuple(next(k for k in kept if k >= m) for m in range(1, kept[-1] + 1)))
 
     def __call__(self, x: torch.Tensor, packed, buffers: dict) -> torch.Tensor:
-        """x @ weight.T through FBGEMM, padded and chunked as the plan says. `buffers` keeps the padded inputs,
-        by shape, between calls: allocating and concatenating them at every call cost more than the padded
-        rows' arithmetic (a third of a step's matmul time)."""
+        """x @ weight.T (+ its packed bias) through FBGEMM, padded and chunked as the plan says. `buffers` keeps
+        the padded inputs, by shape, between calls: allocating and concatenating them at every call cost more
+        than the padded rows' arithmetic (a third of a step's matmul time)."""
         n = x.shape[0]
         if n > self.chunk:
             return torch.cat([self(x[start:start + self.chunk], packed, buffers) for start in range(0, n, self.chunk)])
         rows = self.padded[n - 1]
         if rows == n:
-            return torch.ops.quantized.linear_dynamic_fp16(x, packed)
+            return _fp16_linear(x, packed)
         buffer = buffers.get((rows, x.shape[1]))
         if buffer is None:
             with torch.inference_mode(False):  # usable in and out of inference mode
                 buffer = buffers[rows, x.shape[1]] = torch.zeros(rows, x.shape[1], dtype=x.dtype)
         buffer[:n] = x
-        return torch.ops.quantized.linear_dynamic_fp16(buffer, packed)[:n]
+        return _fp16_linear(buffer, packed)[:n]
 
 
 _FP16_PLAN: list[Fp16RowPlan | None] = []
+
+
+def _fp16_linear(x: torch.Tensor, packed) -> torch.Tensor:
+    """FBGEMM's fp16-weight matmul, called by its overload: the op's packet checks every call's arguments for
+    fake script objects in Python first (a few microseconds, 33 times a step)."""
+    return torch.ops.quantized.linear_dynamic_fp16.default(x, packed)
 
 
 def _probe_fp16_rows() -> Fp16RowPlan | None:
@@ -148,8 +154,8 @@ def holds_fp16_values(weight: torch.Tensor) -> bool:
 
 
 class Fp16ValuedWeight:
-    """An fp32 weight whose values are all fp16 values, kept in fp16 for FBGEMM's matmul, which widens them
-    to fp32 and multiplies and sums in fp32.
+    """An fp32 weight whose values are all fp16 values, and its bias, kept in fp16 for FBGEMM's matmul, which
+    widens them to fp32, multiplies and sums in fp32, then adds the bias.
 
     The product is the fp32 product of the same numbers, in another summation order (float rounding only),
     while half the bytes stream through memory: at decode time, where each step reads every weight for a
@@ -157,17 +163,17 @@ class Fp16ValuedWeight:
     the thread count (tests/test_decoding.py).
     """
 
-    def __init__(self, weight: torch.Tensor):
-        self.packed = torch.ops.quantized.linear_prepack_fp16(weight.detach().contiguous(), None)
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None):
+        # The bias inside the op is the same fp32 addition as `out += bias` after it (bit for bit, tested),
+        # one op fewer per matmul.
+        bias = None if bias is None else bias.detach().float().contiguous()
+        self.packed = torch.ops.quantized.linear_prepack_fp16(weight.detach().contiguous(), bias)
         self.rows = fp16_row_plan()
         self._padded: dict[tuple[int, int], torch.Tensor] = {}  # (rows, in) -> padded input, see Fp16RowPlan
 
-    def __call__(self, x: torch.Tensor, bias: torch.Tensor | None, tanh_gelu: bool = False,
-                 residual: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, tanh_gelu: bool = False, residual: torch.Tensor | None = None) -> torch.Tensor:
         """x @ weight.T + bias, then either tanh-GELU or + residual (as PackedWeight)."""
         out = self.rows(x, self.packed, self._padded)
-        if bias is not None:
-            out += bias
         if tanh_gelu:
             out = F.gelu(out, approximate="tanh")
         if residual is not None:
@@ -185,12 +191,13 @@ class PackedWeight:
 
     ROWS_HINT = 8  # measured: the layout oneDNN picks for 8 rows serves 3 to 16 rows as well as their own
 
-    def __init__(self, weight: torch.Tensor):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None):
         self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), self.ROWS_HINT)
+        self.bias = None if bias is None else bias.detach()
 
-    def __call__(self, x: torch.Tensor, bias: torch.Tensor | None, tanh_gelu: bool = False,
-                 residual: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, tanh_gelu: bool = False, residual: torch.Tensor | None = None) -> torch.Tensor:
         """x @ weight.T + bias, then either tanh-GELU or + residual, fused into the matmul's output pass."""
+        bias = self.bias
         if residual is not None:
             if tanh_gelu:
                 raise ValueError("oneDNN's fused linear takes an activation or a residual, not both")
@@ -210,12 +217,10 @@ class WidenedWeight:
     differed from its seed alone (docs/benchmarks.md)."""
 
     def __init__(self, inner, dtype: torch.dtype):
-        self.inner, self.dtype = inner, dtype
+        self.inner, self.dtype = inner, dtype  # inner holds the widened weight and bias
 
-    def __call__(self, x: torch.Tensor, bias: torch.Tensor | None, tanh_gelu: bool = False,
-                 residual: torch.Tensor | None = None) -> torch.Tensor:
-        out = self.inner(x.float(), None if bias is None else bias.float(), tanh_gelu=tanh_gelu,
-                         residual=None if residual is None else residual.float())
+    def __call__(self, x: torch.Tensor, tanh_gelu: bool = False, residual: torch.Tensor | None = None) -> torch.Tensor:
+        out = self.inner(x.float(), tanh_gelu=tanh_gelu, residual=None if residual is None else residual.float())
         return out.to(self.dtype)
 
 
@@ -296,8 +301,7 @@ class FastGPT2:
         packed = self._prepared(id(conv)) if n >= self._packed_from else None
         if packed is not None:
             fuse_act = activate and self.tanh_gelu
-            out = packed(rows, conv.bias, tanh_gelu=fuse_act,
-                         residual=None if residual is None else residual.reshape(n, -1))
+            out = packed(rows, tanh_gelu=fuse_act, residual=None if residual is None else residual.reshape(n, -1))
             activate, residual = activate and not fuse_act, None
         elif streamed is not None:
             out = _stream_matmul(rows, streamed[1]) + conv.bias
@@ -326,6 +330,8 @@ class FastGPT2:
         epoch = getattr(self.model, WEIGHTS_EPOCH, 0)
 
         def signature(w):
+            if w is None:
+                return ()
             return (w.data_ptr(), w.dtype, -1 if w.is_inference() else w._version, epoch)
 
         dtype = self.head.dtype
@@ -337,12 +343,13 @@ class FastGPT2:
         # Streamed copies only where some matmul of this decode may need them.
         streaming = not (self._use_packed and self._packed_from <= 1 and (packing or widen))
 
-        def prepared(w):
+        def prepared(w, bias):
             wide = w.float() if widen else w
+            wide_bias = bias.float() if widen and bias is not None else bias
             if fp16_weights and holds_fp16_values(wide):
-                made = Fp16ValuedWeight(wide)
+                made = Fp16ValuedWeight(wide, wide_bias)
             elif packing or widen:
-                made = PackedWeight(wide)
+                made = PackedWeight(wide, wide_bias)
             else:
                 return None
             return WidenedWeight(made, dtype) if widen else made
@@ -354,13 +361,13 @@ class FastGPT2:
                 hit = self._streamed.get(id(conv))
                 if streaming and (hit is None or hit[0] != key):
                     self._streamed[id(conv)] = (key, StreamedWeight(w.detach().t().contiguous(), self.LAYER_CHUNKS))
-                hit = self._packed.get(id(conv))
+                hit, key = self._packed.get(id(conv)), key + signature(conv.bias)  # the bias goes in the copy
                 if self._use_packed and (hit is None or hit[0] != key):
-                    self._packed[id(conv)] = (key, prepared(w.detach().t()))
+                    self._packed[id(conv)] = (key, prepared(w.detach().t(), conv.bias))
         self._head = StreamedWeight(self.head, self.HEAD_CHUNKS)
         key, hit = signature(self.head), self._packed.get("head")
         if self._use_packed and (hit is None or hit[0] != key):
-            self._packed["head"] = (key, prepared(self.head))
+            self._packed["head"] = (key, prepared(self.head, None))
         if self._use_packed and self._packed_from <= 1 and self.tanh_gelu:
             self._lean = self._lean_plan()
         kernels = (p.inner if isinstance(p, WidenedWeight) else p for _, p in self._packed.values())
@@ -381,7 +388,7 @@ class FastGPT2:
         return None if hit is None else hit[1]
 
     def _lean_plan(self) -> list[tuple] | None:
-        """Per block: its norms, and each matmul's prepared weight with its bias; None if one has none.
+        """Per block: its norms, and each matmul's prepared weight (which holds its bias); None if one has none.
         Made again before each decode, once the prepared weights were checked against their sources."""
         plan = []
         for block in self.blocks:
@@ -389,8 +396,7 @@ class FastGPT2:
             attn, proj, fc, out = (self._prepared(id(conv)) for conv in convs)
             if attn is None or proj is None or fc is None or out is None:
                 return None
-            plan.append((block.ln_1.weight, block.ln_1.bias, attn, convs[0].bias, proj, convs[1].bias,
-                         block.ln_2.weight, block.ln_2.bias, fc, convs[2].bias, out, convs[3].bias))
+            plan.append((block.ln_1.weight, block.ln_1.bias, attn, proj, block.ln_2.weight, block.ln_2.bias, fc, out))
         return plan
 
     def _block(self, i, block, x, attend):
@@ -419,13 +425,13 @@ class FastGPT2:
         step (5.2 against 4.3 ms; docs/benchmarks.md)."""
         b, t, width = x.shape
         rows, shape, eps = x.reshape(b * t, width), (width,), self.eps
-        for i, (ln1_w, ln1_b, attn, attn_b, proj, proj_b, ln2_w, ln2_b, fc, fc_b, out, out_b) in enumerate(self._lean):
+        for i, (ln1_w, ln1_b, attn, proj, ln2_w, ln2_b, fc, out) in enumerate(self._lean):
             h = torch.layer_norm(rows, shape, ln1_w, ln1_b, eps)
-            qkv = attn(h, attn_b).view(b, t, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
+            qkv = attn(h).view(b, t, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
             a = attend(i, qkv).transpose(1, 2).reshape(b * t, width)
-            rows = proj(a, proj_b, residual=rows)
+            rows = proj(a, residual=rows)
             h = torch.layer_norm(rows, shape, ln2_w, ln2_b, eps)
-            rows = out(fc(h, fc_b, tanh_gelu=True), out_b, residual=rows)
+            rows = out(fc(h, tanh_gelu=True), residual=rows)
         return rows.view(b, t, width)
 
     def _forward(self, ids: torch.Tensor, pos: int) -> torch.Tensor:
@@ -443,7 +449,7 @@ class FastGPT2:
         """Logits for every vocabulary entry: x @ head.T, the biggest weight read of each step."""
         head = self._prepared("head")
         if head is not None and x.shape[0] >= self._packed_from:
-            return head(x, None)
+            return head(x)
         if self._head is None or x.shape[0] > self.HEAD_STREAM_ROWS:
             return x @ self.head.t()
         # Row-contiguous logits: the sampler's mask and top-k run twice as fast on them as on the bmm's layout.
@@ -472,13 +478,16 @@ class FastGPT2:
         caches = self.kv if caches is None else caches
         rows = tokens.shape[0]
         row_index = torch.arange(rows, device=positions.device)
-        visible = (torch.arange(length, device=positions.device) <= positions[:, None]).view(rows, 1, 1, length)
+        hidden = torch.arange(length, device=positions.device) > positions[:, None]
+        # The additive mask SDPA would make of a boolean one at every call, made once for all the blocks.
+        mask = torch.zeros((rows, 1, 1, length), device=positions.device, dtype=self.wte.dtype).masked_fill_(
+            hidden.view(rows, 1, 1, length), -math.inf)
 
         def attend(i, qkv):
             kv = caches[i]
             kv[:, row_index, :, positions] = qkv[1:, :, :, 0].transpose(0, 1)
             return F.scaled_dot_product_attention(qkv[0], kv[0, :, :, :length], kv[1, :, :, :length],
-                                                  attn_mask=visible, scale=self.scale)
+                                                  attn_mask=mask, scale=self.scale)
 
         x = self.wte[tokens] + self.wpe[positions]
         return self.layers(x.unsqueeze(1), attend)
@@ -584,3 +593,4 @@ def decode_reference(model, context_ids: list[int], rows: RowDecoder, should_sto
                    max_new_tokens=rows.max_new_tokens + 1, logits_processor=LogitsProcessorList([Chooser()]),
                    stopping_criteria=StoppingCriteriaList([Stop()]), pad_token_id=eos, eos_token_id=None)
     return rows
+
