@@ -22,8 +22,10 @@ _SPLIT_LETTER = re.compile(r"(?:(?<=\d )|(?<=- ))[b-hj-wyz](?![\w'’./])|(?<![\
                            re.IGNORECASE)
 # Numbers no camera, screen or calendar writes: a chain of three or more ("c9.9.3.5", "n.8x77.10724"), a unit
 # glued to a letter and a long number ("w6830mm") or to five digits or more ("20216k"), a decade that is no
-# decade ("130s", "20210s"; "80s" and "1920s" are), a letter wedged in a number ("4-h74").
+# decade ("130s", "20210s"; "80s" and "1920s" are), a letter wedged in a number ("4-h74"), a decimal with
+# four or more digits on a side ("artstation.-102458.0082", "3840.2160"; "f/1.4" and "0.5" are fine).
 _MANGLED = re.compile(r"\d+(?:[.x]\d+){2,}"
+                      r"|\d{4,}\.\d+|\d+\.\d{4,}"
                       r"|(?:(?<=[a-z])\d{4,}|\d{5,})(?:k|mm)\b"
                       # a shutter speed ("1 / 160s") is no decade
                       r"|(?<![\w/.])(?<!/ )(?!\d{2}'?s\b|100'?s\b|(?:1\d{3}|20\d{2})'?s\b)\d+0'?s\b"

@@ -267,3 +267,14 @@ def test_period_joined_modifiers_are_checked_one_by_one_and_come_back_comma_join
     # the repeat of "masterpiece" goes, and only the modifier with the unknown word, not its whole sentence run
     assert Expander.finish(added, *args, known) == "trending on artstation hd, masterpiece, sharp focus"
     assert Expander.finish(added, *args) == "trending on artstation hd, masterpiece, by ralph mcquarrie, sharp focus"
+
+
+def test_an_and_item_that_only_repeats_its_modifier_is_dropped_from_the_addition():
+    """Seen in the default's output: "wearing sunglasses and a top hat and sunglasses", "his muscles and muscles"."""
+    from prompt_expander.expansion.expander import Expander
+    from prompt_expander.expansion.syntax import parse_prompt
+    from prompt_expander.wordlists import WordMatcher
+    added = "wearing sunglasses and a top hat and sunglasses, his muscles and muscles, pencil drawing and ink drawing"
+    args = (10**6, len, WordMatcher([]), parse_prompt("a man"))
+    assert Expander.finish(added, *args) == "wearing sunglasses and a top hat, his muscles, pencil drawing and ink drawing"
+

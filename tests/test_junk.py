@@ -17,6 +17,8 @@ def test_mangled_numbers_are_fragments():
     assert fragments("n.8x77.10724 w6830mm iso 1600") == ["8x77.10724", "6830mm"]
     assert fragments("octane render, c9.9.3.5, 20216k, 4-h74") == ["9.9.3.5", "20216k", "4-h7"]
     assert fragments("photo from the 130s, 20210s, iso 160s") == ["130s", "20210s", "160s"]
+    assert fragments("trending on artstation.-102458.0082, 3840.2160, 1.84545") == ["102458.0082", "3840.2160",
+                                                                                "1.84545"]
 
 
 def test_numbers_people_write_are_not_mangled():

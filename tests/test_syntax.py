@@ -3,8 +3,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from prompt_expander.expansion.syntax import (SYNTAX_CHARS, content_words, join_expansion, plain_words, sanitize_added,
-                                    strip_trailing)
+from prompt_expander.expansion.syntax import (SYNTAX_CHARS, content_words, drop_repeated_items, join_expansion,
+                                             plain_words, sanitize_added, strip_trailing)
 
 CASES = {
     "(woman:1.2) portrait": "woman portrait",
@@ -114,3 +114,19 @@ def test_modifiers_that_differ_only_in_spacing_hyphens_or_an_ending_are_the_same
 def test_a_period_that_ends_a_phrase_splits_modifiers_as_a_comma_does(added, modifiers):
     from prompt_expander.expansion.syntax import split_modifiers
     assert split_modifiers(added) == modifiers
+
+
+@pytest.mark.parametrize("modifier, kept", [
+    ("wearing sunglasses and a top hat and sunglasses", "wearing sunglasses and a top hat"),
+    ("futuristic and futuristic and mysterious atmosphere", "futuristic and mysterious atmosphere"),
+    ("by bo bartlett and moebius and jean giraud and moebius", "by bo bartlett and moebius and jean giraud"),
+    ("by giger and hr giger", "by giger"),  # "hr" is too short to count as a new word
+    ("with a waterfall in the distance and a waterfall and forest", "with a waterfall in the distance and forest"),
+    ("salt AND salt and pepper", "salt and pepper"),  # the joints kept are the ones written
+    ("pencil drawing and ink drawing", "pencil drawing and ink drawing"),  # a new word: a new item
+    ("black and white", "black and white"),
+    ("cats and more", "cats and more"),  # an item of stop words only says nothing repeated
+    ("sunglasses", "sunglasses"),
+])
+def test_drop_repeated_items(modifier, kept):
+    assert drop_repeated_items(modifier) == kept

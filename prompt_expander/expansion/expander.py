@@ -402,6 +402,7 @@ class Expander:
         seen = {syntax.modifier_key(s) for s in prompt.segments}
         segments = []
         for seg in syntax.split_modifiers(added):
+            seg = syntax.drop_repeated_items(seg)  # "sunglasses and a top hat and sunglasses"
             key = syntax.modifier_key(seg)  # "volumetric light" repeats "volumetric lighting"
             # a lone character ("8", "d") is a cut-off fragment, not a modifier
             if len(seg) <= 1 or key in seen or (blocked and blocked.search(seg)) \

@@ -149,6 +149,27 @@ def _content_words_of(plain: str) -> list[str]:
     return list(dict.fromkeys(words))
 
 
+_AND = re.compile(r"(\s+and\s+)", re.IGNORECASE)
+
+
+def drop_repeated_items(modifier: str) -> str:
+    """A modifier without its "and" items that only repeat earlier ones: "wearing sunglasses and a top hat and
+    sunglasses" keeps "wearing sunglasses and a top hat", "by rembrandt and da vinci and rembrandt" its first two.
+    An item with any new content word stays ("pencil drawing and ink drawing")."""
+    parts = _AND.split(modifier)  # item, " and ", item, ...
+    if len(parts) < 3:
+        return modifier
+    seen = set(_content_words_of(parts[0]))
+    kept = [parts[0]]
+    for joint, item in zip(parts[1::2], parts[2::2]):
+        words = set(_content_words_of(item))
+        if words and words <= seen:
+            continue
+        seen |= words
+        kept += [joint, item]
+    return "".join(kept)
+
+
 _BREAK = re.compile(r"\bBREAK\b")
 
 
