@@ -255,6 +255,10 @@ def test_a_decode_computes_the_rows_the_fp16_row_plan_asks_for(tiny_model_dir, m
             assert [r.text for r in expander.expand_many("a red fox", n, seed=3, contrast=contrast)] == alone[:n]
     # 1, 3 and 7 rows; 2, 6 and 14 with contrast (past the plan's 8 rows, Fp16RowPlan splits each call itself)
     assert set(widths) == {3, 8, 6, 14}
+    for contrast, width in ((0.0, 3), (0.5, 4)):  # texts decoded together: 2 rows, 4 with contrast
+        widths.clear()
+        expander.expand_subjects(["a red fox", "an owl"], seed=3, contrast=contrast)
+        assert set(widths) == {width}
     with torch.no_grad():  # weights with other fp32 values go to oneDNN: nothing to pad
         for param in model.parameters():
             param.add_(torch.full_like(param, 1e-6))

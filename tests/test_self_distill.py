@@ -66,6 +66,28 @@ def test_the_files_hold_each_subjects_on_topic_pick_and_a_rerun_continues(tiny_m
     assert json.loads((out / "self_distill.json").read_text())["seed"] == 5
 
 
+def test_a_batched_run_decodes_groups_of_subjects_within_each_part(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    from prompt_expander.expansion.resident import load_expander
+    monkeypatch.setattr(self_distill, "PART_SIZE", 3)
+    data, out = corpus(tmp_path / "train.txt"), tmp_path / "distill"
+    args = ["self-distill", str(data), "--out", str(out), "--model", str(tiny_model_dir), "--subjects", "7",
+            "--candidates", "2", "--seed", "5", "--batch", "2"]
+    assert main(args) == 0
+    subjects = (out / "subjects.txt").read_text().splitlines()
+    written = (out / "train.txt").read_text().splitlines() + (out / "val.txt").read_text().splitlines()
+    exp = load_expander(str(tiny_model_dir))
+    groups = [(0, 2), (2, 3), (3, 5), (5, 6), (6, 7)]  # groups of 2, never across a part of 3
+    expected = [r.text for a, b in groups for r in exp.expand_subjects(subjects[a:b], seed=5 + a, candidates=2)]
+    assert written == [e for e in expected if e not in subjects]
+    assert json.loads((out / "self_distill.json").read_text())["batch"] == 2
+    capsys.readouterr()
+    assert main([*args[:-1], "3"]) == 1  # another batch can give other lines: not mixed into this run
+    assert "other settings" in capsys.readouterr().err
+    assert main(["self-distill", str(data), "--out", str(tmp_path / "o"), "--model", str(tiny_model_dir),
+                 "--candidates", "8", "--batch", "200"]) == 1
+    assert "rows a decode" in capsys.readouterr().err
+
+
 def test_a_missing_file_no_subjects_or_refused_settings_are_clear_errors(tiny_model_dir, tmp_path, capsys):
     assert main(["self-distill", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")]) == 1
     assert "no such prompts file" in capsys.readouterr().err

@@ -594,3 +594,63 @@ def decode_reference(model, context_ids: list[int], rows: RowDecoder, should_sto
                    stopping_criteria=StoppingCriteriaList([Stop()]), pad_token_id=eos, eos_token_id=None)
     return rows
 
+
+@torch.inference_mode()
+def decode_groups(model, contexts: list[list[int]], groups: list[RowDecoder],
+                  unconditional_ids: list[int] | None = None) -> list[RowDecoder]:
+    """Decode several inputs in shared steps: the rows of groups[g] follow contexts[g], and with contrast the same
+    tokens also follow `unconditional_ids`. Each weight is read once a step for every row of every group, which
+    is what makes building training data fast (self-distill), on a GPU most of all.
+
+    A group's rows are samples of what decode_fast gives it alone, but not always the same bits: every row
+    attends over the longest row's positions (the others masked), and attention kernels round differently by
+    length. That is why hosts, whose seeds must reproduce, never take this path.
+    """
+    fast = getattr(model, "_prompt_expander_fast", None)
+    if fast is None:
+        fast = model._prompt_expander_fast = FastGPT2(model)
+    device = fast.wte.device
+    contrast = unconditional_ids is not None and any(g.contrast > 0 for g in groups)
+    steps = max(g.max_new_tokens for g in groups)
+    n = sum(g.n for g in groups)
+    starts = [len(c) for c in contexts] + ([len(unconditional_ids)] if contrast else [])
+    length = max(starts) + steps + 1
+    asked = 2 * n if contrast else n
+    fast._prepare_weights(asked)
+    width = fast.decode_rows(asked)  # rows past `asked` decode a dummy token (see Fp16RowPlan)
+    caches = [torch.zeros((2, width, fast.n_head, length, fast.head_dim), device=device, dtype=fast.wte.dtype)
+              for _ in fast.blocks]
+
+    def prefill(ids: list[int], rows: slice) -> torch.Tensor:
+        logits = fast.prefill(torch.tensor([ids], device=device), 1, len(ids))
+        for cache, kv in zip(caches, fast.kv):
+            cache[:, rows, :, :len(ids)] = kv
+        return logits
+
+    logits, row = [], 0
+    for ids, g in zip(contexts, groups):
+        logits.append(prefill(ids, slice(row, row + g.n)).expand(g.n, -1))
+        row += g.n
+    logits = torch.cat(logits)
+    uncond = prefill(unconditional_ids, slice(n, 2 * n)).expand(n, -1) if contrast else None
+    fast.kv = None
+    fast._prepare_weights(width)
+    positions = [len(ids) for ids, g in zip(contexts, groups) for _ in range(g.n)]
+    if contrast:
+        positions += [len(unconditional_ids)] * n
+    positions = torch.tensor(positions + [0] * (width - asked), device=device)
+    dummy = torch.zeros(width - asked, dtype=torch.long, device=device)
+    for _ in range(steps + 1):
+        chosen, row = [], 0
+        for g in groups:
+            part = slice(row, row + g.n)
+            chosen.append(g.choose(logits[part], None if uncond is None else uncond[part]))
+            row += g.n
+        if all(g.all_done for g in groups):
+            break
+        tokens = torch.cat(chosen)
+        tokens = torch.cat([tokens, tokens, dummy] if contrast else [tokens, dummy])
+        out = fast.step_rows(tokens, positions, int(positions.max()) + 1, caches)
+        logits, uncond = (out[:n], out[n:2 * n]) if contrast else (out[:n], None)
+        positions = (positions + 1).clamp_(max=length - 1)
+    return groups

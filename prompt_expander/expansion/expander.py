@@ -14,7 +14,7 @@ import torch
 from . import syntax
 from ..model.adapters import adapter_signature, base_fingerprint, load_adapter_deltas
 from .budget import approx_clip_tokens, clip_budget
-from .decoding import FastGPT2, decode_fast, decode_reference, holds_fp16_values, weights_changed
+from .decoding import FastGPT2, decode_fast, decode_groups, decode_reference, holds_fp16_values, weights_changed
 from ..errors import AdapterError, InputError, ModelLoadError, NegativeNotSupportedError
 from ..fragments import fragments, read_known_words, words_in
 from ..limits import MAX_ADAPTER_WEIGHT, MAX_CANDIDATES, MAX_CONTRAST, MAX_ROWS, MAX_VARIATIONS, check_text
@@ -346,32 +346,87 @@ class Expander:
                 picked.append(options[picker.pick(subject, options)])
         return picked
 
-    def _decode_rows(self, prompt: syntax.ParsedPrompt, seeds, settings, budget, count_fn, should_stop,
-                     on_progress) -> list[str]:
-        plain, user_words = prompt.plain, prompt.content_words
+    def _row_decoder(self, prompt: syntax.ParsedPrompt, seeds, settings, budget, count_fn) -> RowDecoder:
         max_new = min(budget * 2 + 8, self.n_positions // 2)
-        rows = RowDecoder(self.vocab, self._bans(settings, user_words), seeds,
+        return RowDecoder(self.vocab, self._bans(settings, prompt.content_words), seeds,
                           temperature=float(settings.temperature), top_k=settings.top_k, top_p=float(settings.top_p),
                           budget=budget, count=count_fn, separator=SEPARATOR,
                           min_new_tokens=min(settings.min_new_tokens, max_new), max_new_tokens=max_new,
                           boost=self._boost(settings), boost_value=settings.positive_bias,
                           contrast=float(settings.contrast))
-        context = self._context_ids(plain, max_new)
+
+    def _finished_rows(self, rows: RowDecoder, prompt: syntax.ParsedPrompt, settings, budget, count_fn) -> list[str]:
+        blocked = WordMatcher([*settings.blocklist, *(nsfw_words() if settings.safe_mode else ()),
+                               *prompt.content_words])
+        known = self.known_words()
+        allowed = (prompt.plain, *settings.positive_vocab)
+        return [self.finish(rows.row_text(r), budget, count_fn, blocked, prompt, known, allowed) for r in range(rows.n)]
+
+    def _decode_rows(self, prompt: syntax.ParsedPrompt, seeds, settings, budget, count_fn, should_stop,
+                     on_progress) -> list[str]:
+        rows = self._row_decoder(prompt, seeds, settings, budget, count_fn)
+        context = self._context_ids(prompt.plain, rows.max_new_tokens)
         unconditional = self._unconditional_ids() if settings.contrast else None
         stop = should_stop
         if on_progress is not None:
             def stop():
-                on_progress(rows.steps, max_new)
+                on_progress(rows.steps, rows.max_new_tokens)
                 if should_stop is not None:
                     should_stop()
         if settings.fast and self.fast_supported:
             decode_fast(self.model, context, rows, stop, unconditional)
         else:
             decode_reference(self.model, context, rows, stop, unconditional)
-        blocked = WordMatcher([*settings.blocklist, *(nsfw_words() if settings.safe_mode else ()), *user_words])
-        known = self.known_words()
-        allowed = (plain, *settings.positive_vocab)
-        return [self.finish(rows.row_text(r), budget, count_fn, blocked, prompt, known, allowed) for r in range(rows.n)]
+        return self._finished_rows(rows, prompt, settings, budget, count_fn)
+
+    def expand_subjects(self, texts: list[str], seed=0, *, styles=(), **kw) -> list[ExpansionResult]:
+        """texts[i] expanded with seed + i, every text in the same decode steps: for building training data
+        (self-distill), where one decode of many subjects costs little more than one of a single subject.
+
+        Each result is a sample of expand(texts[i], seed + i, ...) with the same settings, but its text can
+        differ from that call's (see decoding.decode_groups), so hosts, whose seeds must reproduce, use expand().
+        Negative mode and the reference decode have no batched form here."""
+        settings = make_settings(**kw)
+        if settings.contrast is None:
+            settings = replace(settings, contrast=self.meta.contrast)
+        if settings.negative or not settings.fast or not self.fast_supported:
+            raise InputError("expand_subjects needs the fast decode of a positive prompt: use expand()")
+        if isinstance(texts, str):
+            raise InputError("expand_subjects takes a list of texts; for one text use expand()")
+        texts = list(texts)
+        k = settings.candidates
+        if not texts:
+            return []
+        if len(texts) * k > MAX_ROWS:
+            raise InputError(f"{len(texts)} texts x {k} candidates is over {MAX_ROWS} rows: pass fewer texts")
+        prompts, budgets, groups, contexts, seeds = [], [], [], [], []
+        for i, text in enumerate(texts):
+            check_text(text)
+            if not text.strip():
+                raise InputError(f"nothing to expand: text {i} is empty")
+            prompt = syntax.parse_prompt(text)
+            budget = clip_budget(prompt, settings.budget, approx_clip_tokens)
+            s = normalise_seed(normalise_seed(seed) + i)
+            rows = self._row_decoder(prompt, candidate_seeds(s, k), settings, budget, approx_clip_tokens)
+            prompts.append(prompt)
+            budgets.append(budget)
+            groups.append(rows)
+            seeds.append(s)
+            contexts.append(self._context_ids(prompt.plain, rows.max_new_tokens))
+        with self._lock:
+            style = self.parse_styles(styles)
+            self._set_style(style)
+            decode_groups(self.model, contexts, groups, self._unconditional_ids() if settings.contrast else None)
+            picker = OnTopicPicker(self.tokenizer, self.model.get_input_embeddings().weight) if k > 1 else None
+            results = []
+            for text, prompt, budget, rows, s in zip(texts, prompts, budgets, groups, seeds):
+                options = self._finished_rows(rows, prompt, settings, budget, approx_clip_tokens)
+                add = options[picker.pick(self._in_model_case(prompt.plain), options)] if picker else options[0]
+                results.append(ExpansionResult(
+                    text=syntax.join_expansion(text, add), added=add, original=text, seed=s,
+                    clip_tokens=approx_clip_tokens(SEPARATOR + add) if add else 0, clip_budget=budget,
+                    model=self.model_id, adapters=[list(x) for x in style], settings=settings.public()))
+        return results
 
     def known_words(self) -> frozenset | None:
         """The words of the model's training corpus (see ModelMeta.known_words), read once; None without a list."""
