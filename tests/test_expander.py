@@ -276,7 +276,8 @@ def test_an_and_item_that_only_repeats_its_modifier_is_dropped_from_the_addition
     from prompt_expander.wordlists import WordMatcher
     added = "wearing sunglasses and a top hat and sunglasses, his muscles and muscles, pencil drawing and ink drawing"
     args = (10**6, len, WordMatcher([]), parse_prompt("a man"))
-    assert Expander.finish(added, *args) == "wearing sunglasses and a top hat, his muscles, pencil drawing and ink drawing"
+    assert Expander.finish(added, *args) == \
+        "wearing sunglasses and a top hat, his muscles, pencil drawing and ink drawing"
 
 
 @pytest.mark.parametrize("candidates, contrast", [(1, 0.0), (1, 1.0), (3, 1.0)])

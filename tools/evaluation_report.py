@@ -16,6 +16,11 @@ sys.path.insert(0, str(ROOT))
 from prompt_expander.fileio import write_text_atomic  # noqa: E402
 
 
+# The default and each bundled style, with the options that pick the style.
+SYSTEMS = [("default", []), ("default + photo", ["--lora", "photo"]), ("default + anime", ["--lora", "anime"]),
+           ("default + on-topic", ["--lora", "on-topic"])]
+
+
 def run(args: list[str], out_json: Path) -> dict:
     cmd = [sys.executable, "-m", "prompt_expander", *args, "--json", str(out_json)]
     print("+", " ".join(cmd[1:]), flush=True)
@@ -102,7 +107,7 @@ def main():
     known = args.known_words or str(Path(args.data) / "train.txt")
     doc = ROOT / "docs" / "evaluation.md"
     ee, ee_commands = [], []
-    for name, extra in [("default", []), ("default + photo", ["--lora", "photo"]), ("default + anime", ["--lora", "anime"])]:
+    for name, extra in SYSTEMS:
         cmd = ["expand-eval", args.inputs, "--limit", str(args.limit), "--seeds", str(args.seeds),
                "--reference-prompts", val, "--known-words", known, *extra]
         r = run(cmd, work / f"expand-eval-{len(ee)}.json")
@@ -118,7 +123,7 @@ def main():
         print(f"rewrote the expand-eval section of {doc}")
         return
     systems = [(f"LSTM benchmark ({Path(p).name})", ["--model", p]) for p in args.lstm if (ROOT / p).exists()]
-    systems += [("default", []), ("default + photo", ["--lora", "photo"]), ("default + anime", ["--lora", "anime"])]
+    systems += SYSTEMS
     rows, commands = [], []
     for name, extra in systems:
         out_json = work / f"eval-{len(rows)}.json"

@@ -154,8 +154,8 @@ def holds_fp16_values(weight: torch.Tensor) -> bool:
 
 
 class Fp16ValuedWeight:
-    """An fp32 weight whose values are all fp16 values, and its bias, kept in fp16 for FBGEMM's matmul, which
-    widens them to fp32, multiplies and sums in fp32, then adds the bias.
+    """An fp32 weight whose values are all fp16 values, kept in fp16 for FBGEMM's matmul together with its fp32
+    bias: the op widens the weights to fp32, multiplies and sums in fp32, then adds the bias.
 
     The product is the fp32 product of the same numbers, in another summation order (float rounding only),
     while half the bytes stream through memory: at decode time, where each step reads every weight for a

@@ -110,8 +110,8 @@ def main(args) -> int:
     from tqdm import tqdm
 
     from ..expansion.expander import make_settings
-    from ..limits import MAX_ROWS
     from ..expansion.resident import load_expander
+    from ..limits import MAX_ROWS
 
     data = Path(args.data)
     if data.is_dir():
