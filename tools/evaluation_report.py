@@ -95,6 +95,8 @@ def main():
     ap.add_argument("--work", default="runs/eval")
     ap.add_argument("--reuse-scores", action="store_true",
                     help="reuse WORK/eval-*.json from an earlier run (the scores change only with the weights)")
+    ap.add_argument("--reuse-expand-eval", action="store_true",
+                    help="reuse WORK/expand-eval-*.json from an earlier run of this code (they change with the decode)")
     ap.add_argument("--known-words", default=None,
                     help="prompt file whose words count as whole in expand-eval's junk rate (default DATA/train.txt)")
     ap.add_argument("--only-expand-eval", action="store_true",
@@ -110,7 +112,8 @@ def main():
     for name, extra in SYSTEMS:
         cmd = ["expand-eval", args.inputs, "--limit", str(args.limit), "--seeds", str(args.seeds),
                "--reference-prompts", val, "--known-words", known, *extra]
-        r = run(cmd, work / f"expand-eval-{len(ee)}.json")
+        out_json = work / f"expand-eval-{len(ee)}.json"
+        r = json.loads(out_json.read_text()) if args.reuse_expand_eval and out_json.is_file() else run(cmd, out_json)
         ee_commands.append("python -m prompt_expander " + " ".join(cmd))
         ee.append((name, r))
     section = expand_eval_section(ee, args)
