@@ -21,7 +21,10 @@ SYSTEMS = [("default", []), ("default + photo", ["--lora", "photo"]), ("default 
            ("default + on-topic", ["--lora", "on-topic"])]
 
 
-def run(args: list[str], out_json: Path) -> dict:
+def run(args: list[str], out_json: Path, reuse: bool = False) -> dict:
+    """The command's JSON result; with `reuse`, the one an earlier run left in out_json, when there is one."""
+    if reuse and out_json.is_file():
+        return json.loads(out_json.read_text())
     cmd = [sys.executable, "-m", "prompt_expander", *args, "--json", str(out_json)]
     print("+", " ".join(cmd[1:]), flush=True)
     subprocess.run(cmd, check=True, cwd=ROOT)
@@ -112,8 +115,7 @@ def main():
     for name, extra in SYSTEMS:
         cmd = ["expand-eval", args.inputs, "--limit", str(args.limit), "--seeds", str(args.seeds),
                "--reference-prompts", val, "--known-words", known, *extra]
-        out_json = work / f"expand-eval-{len(ee)}.json"
-        r = json.loads(out_json.read_text()) if args.reuse_expand_eval and out_json.is_file() else run(cmd, out_json)
+        r = run(cmd, work / f"expand-eval-{len(ee)}.json", reuse=args.reuse_expand_eval)
         ee_commands.append("python -m prompt_expander " + " ".join(cmd))
         ee.append((name, r))
     section = expand_eval_section(ee, args)
@@ -129,9 +131,7 @@ def main():
     systems += SYSTEMS
     rows, commands = [], []
     for name, extra in systems:
-        out_json = work / f"eval-{len(rows)}.json"
-        r = json.loads(out_json.read_text()) if args.reuse_scores and out_json.is_file() else \
-            run(["evaluate", val, *extra], out_json)
+        r = run(["evaluate", val, *extra], work / f"eval-{len(rows)}.json", reuse=args.reuse_scores)
         commands.append(f"python -m prompt_expander evaluate {val} {' '.join(extra)}".strip())
         rows.append((name, r))
     lines = ["# Evaluation", "",

@@ -295,18 +295,13 @@ class Expander:
                     should_stop: Callable[[], None] | None = None, on_progress: Callable[[int, int], None] | None = None,
                     **kw) -> list[ExpansionResult]:
         """n variations in one batched decode; variation i is exactly expand(text, seed + i)."""
-        check_text(text)
-        if not text.strip():
-            raise InputError("nothing to expand: the prompt is empty")
+        prompt = self._parsed(text, "the prompt")  # once: the budget, the decode and the tidy-up all read it
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_VARIATIONS:
             raise InputError(f"number of variations must be from 1 to {MAX_VARIATIONS}, got {n!r}")
-        settings = make_settings(**kw)
-        if settings.contrast is None:
-            settings = replace(settings, contrast=self.meta.contrast)
+        settings = self._settings(kw)
         base_seed = normalise_seed(seed)
         seeds = [normalise_seed(base_seed + i) for i in range(n)]
         count_fn = approx_clip_tokens if count in (None, approx_clip_tokens) else checked_counter(count)
-        prompt = syntax.parse_prompt(text)  # once: the budget, the decode and the tidy-up all read it
         budget = clip_budget(prompt, settings.budget, count_fn)
         with self._lock:
             style = self.parse_styles(styles)
@@ -315,13 +310,29 @@ class Expander:
                 added = [self._negative(text, s, budget, count_fn) for s in seeds]
             else:
                 added = self._decode(prompt, seeds, settings, budget, count_fn, should_stop, on_progress)
-        results = []
-        for s, add in zip(seeds, added):
-            results.append(ExpansionResult(
-                text=syntax.join_expansion(text, add), added=add, original=text, seed=s,
-                clip_tokens=count_fn(SEPARATOR + add) if add else 0, clip_budget=budget, model=self.model_id,
-                adapters=[list(x) for x in style], settings=settings.public()))
-        return results
+        return [self._result(text, add, s, budget, count_fn, style, settings) for s, add in zip(seeds, added)]
+
+    @staticmethod
+    def _parsed(text: str, what: str) -> syntax.ParsedPrompt:
+        """The user's text parsed, once it passed the input checks; `what` names it in the error."""
+        check_text(text)
+        if not text.strip():
+            raise InputError(f"nothing to expand: {what} is empty")
+        return syntax.parse_prompt(text)
+
+    def _settings(self, kw: dict) -> ExpandSettings:
+        """Checked settings, with the model's own contrast where the caller gave none."""
+        settings = make_settings(**kw)
+        return settings if settings.contrast is not None else replace(settings, contrast=self.meta.contrast)
+
+    def _result(self, text: str, add: str, seed: int, budget: int, count_fn, style, settings) -> ExpansionResult:
+        return ExpansionResult(
+            text=syntax.join_expansion(text, add), added=add, original=text, seed=seed,
+            clip_tokens=count_fn(SEPARATOR + add) if add else 0, clip_budget=budget, model=self.model_id,
+            adapters=[list(x) for x in style], settings=settings.public())
+
+    def _picker(self) -> OnTopicPicker:
+        return OnTopicPicker(self.tokenizer, self.model.get_input_embeddings().weight)
 
     def _decode(self, prompt: syntax.ParsedPrompt, seeds, settings, budget, count_fn, should_stop,
                 on_progress) -> list[str]:
@@ -330,7 +341,7 @@ class Expander:
         k = settings.candidates
         if k == 1:
             return self._decode_rows(prompt, seeds, settings, budget, count_fn, should_stop, on_progress)
-        picker = OnTopicPicker(self.tokenizer, self.model.get_input_embeddings().weight)
+        picker = self._picker()
         subject = self._in_model_case(prompt.plain)
         per_decode = max(1, MAX_ROWS // k)  # a row's text does not depend on the rows beside it
         parts = -(-len(seeds) // per_decode)
@@ -386,9 +397,7 @@ class Expander:
         Each result is a sample of expand(texts[i], seed + i, ...) with the same settings, but its text can
         differ from that call's (see decoding.decode_groups), so hosts, whose seeds must reproduce, use expand().
         Negative mode and the reference decode have no batched form here."""
-        settings = make_settings(**kw)
-        if settings.contrast is None:
-            settings = replace(settings, contrast=self.meta.contrast)
+        settings = self._settings(kw)
         if settings.negative or not settings.fast or not self.fast_supported:
             raise InputError("expand_subjects needs the fast decode of a positive prompt: use expand()")
         if isinstance(texts, str):
@@ -401,10 +410,7 @@ class Expander:
             raise InputError(f"{len(texts)} texts x {k} candidates is over {MAX_ROWS} rows: pass fewer texts")
         prompts, budgets, groups, contexts, seeds = [], [], [], [], []
         for i, text in enumerate(texts):
-            check_text(text)
-            if not text.strip():
-                raise InputError(f"nothing to expand: text {i} is empty")
-            prompt = syntax.parse_prompt(text)
+            prompt = self._parsed(text, f"text {i}")
             budget = clip_budget(prompt, settings.budget, approx_clip_tokens)
             s = normalise_seed(normalise_seed(seed) + i)
             rows = self._row_decoder(prompt, candidate_seeds(s, k), settings, budget, approx_clip_tokens)
@@ -417,15 +423,12 @@ class Expander:
             style = self.parse_styles(styles)
             self._set_style(style)
             decode_groups(self.model, contexts, groups, self._unconditional_ids() if settings.contrast else None)
-            picker = OnTopicPicker(self.tokenizer, self.model.get_input_embeddings().weight) if k > 1 else None
+            picker = self._picker() if k > 1 else None
             results = []
             for text, prompt, budget, rows, s in zip(texts, prompts, budgets, groups, seeds):
                 options = self._finished_rows(rows, prompt, settings, budget, approx_clip_tokens)
                 add = options[picker.pick(self._in_model_case(prompt.plain), options)] if picker else options[0]
-                results.append(ExpansionResult(
-                    text=syntax.join_expansion(text, add), added=add, original=text, seed=s,
-                    clip_tokens=approx_clip_tokens(SEPARATOR + add) if add else 0, clip_budget=budget,
-                    model=self.model_id, adapters=[list(x) for x in style], settings=settings.public()))
+                results.append(self._result(text, add, s, budget, approx_clip_tokens, style, settings))
         return results
 
     def known_words(self) -> frozenset | None:
