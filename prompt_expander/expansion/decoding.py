@@ -459,7 +459,9 @@ class FastGPT2:
         """Run the shared context once, then give each of `rows` rows its own copy of the cache."""
         shape = (2, 1, self.n_head, total_len, self.head_dim)
         dev, dt = self.wte.device, self.wte.dtype
-        self.kv = [torch.empty(shape, device=dev, dtype=dt) for _ in self.blocks]
+        # Zeros, not torch.empty: step_rows masks a row's unwritten positions, but a masked NaN left in
+        # uninitialised memory still turns the attention sum into NaN (0 * NaN).
+        self.kv = [torch.zeros(shape, device=dev, dtype=dt) for _ in self.blocks]
         self._prepare_weights(rows)
         logits = self._forward(context, 0)
         if rows > 1:
@@ -473,7 +475,8 @@ class FastGPT2:
     def step_rows(self, tokens: torch.Tensor, positions: torch.Tensor, length: int, caches=None) -> torch.Tensor:
         """One step where row r is at positions[r] (all below `length`): rows with different contexts share
         each weight read. Each row writes its keys and values at its own position in `caches` (default
-        self.kv) and attends to its own positions only. The shapes depend on `length` alone, and no value
+        self.kv) and attends to its own positions only; the positions it has not written must hold finite
+        values (prefill zeroes them). The shapes depend on `length` alone, and no value
         goes back to the host, so a CUDA graph can record it (see graphs.StaticStep)."""
         caches = self.kv if caches is None else caches
         rows = tokens.shape[0]
