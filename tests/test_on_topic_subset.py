@@ -62,6 +62,14 @@ def test_a_first_phrase_that_prompts_mostly_write_later_is_a_style_not_a_subject
     assert modifier_subjects(path) == {"concept art"}
 
 
+def test_a_style_is_known_whatever_spaces_it_is_written_with(tmp_path):
+    """self_distill.subject_of collapses a subject's spaces, so the styles it is checked against must too."""
+    path = tmp_path / "train.txt"
+    path.write_text("\n".join(["concept  art , a castle", "a castle, concept art", "lemon, concept\tart",
+                               "x, concept art", "y, concept   art", "z, concept art"]) + "\n")
+    assert modifier_subjects(path) == {"concept art"}
+
+
 def test_prompts_opening_with_a_style_are_left_out_and_a_subject_keeps_only_its_best(tmp_path, monkeypatch):
     monkeypatch.setattr(on_topic_subset, "PER_SUBJECT", 1)
     on_lemon_too = "lemon, citrus slice, citrus art, art detailed, art x"

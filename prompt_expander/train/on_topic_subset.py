@@ -100,8 +100,13 @@ def file_scores(path, scorer: SubsetScorer) -> list[float | None]:
     return out
 
 
+def _phrase_key(phrase: str) -> str:
+    """A comma phrase as modifier_subjects counts it; the same as self_distill.subject_of's, lower-cased."""
+    return " ".join(phrase.split()).lower()
+
+
 def _subject_key(line: str) -> str:
-    return line.split(",", 1)[0].strip().lower()
+    return _phrase_key(line.split(",", 1)[0])
 
 
 def modifier_subjects(path) -> set[str]:
@@ -115,7 +120,7 @@ def modifier_subjects(path) -> set[str]:
     later: Counter = Counter()
     for line in iter_lines(path):
         for phrase in line.split(",")[1:]:
-            phrase = phrase.strip().lower()
+            phrase = _phrase_key(phrase)
             if phrase in first:
                 later[phrase] += 1
     return {key for key, n in first.items() if later[key] > MODIFIER_RATIO * n}
