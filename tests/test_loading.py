@@ -31,6 +31,19 @@ def test_corrupt_safetensors_is_a_clear_error(tiny_model_dir, tmp_path):
         resident.load_expander(str(d))
 
 
+def test_a_broken_package_beside_transformers_is_not_blamed_on_the_weights(tiny_model_dir, monkeypatch):
+    """Seen in ComfyUI 0.8.0 with a torchvision that could not load: transformers' lazy import of the model class
+    failed, and the message said the weights were corrupt."""
+    import transformers
+
+    def broken(*args, **kwargs):
+        raise ModuleNotFoundError("Could not import module 'GPT2LMHeadModel'")
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", broken)
+    with pytest.raises(ModelLoadError, match="could not import its model code") as e:
+        resident.load_expander(str(tiny_model_dir))
+    assert "corrupt" not in str(e.value) and "GPT2LMHeadModel" in str(e.value)
+
+
 def test_folder_without_tokenizer(tiny_model_dir, tmp_path):
     d = copy_model(tiny_model_dir, tmp_path / "notok")
     for name in ("vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json"):

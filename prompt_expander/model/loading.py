@@ -189,6 +189,12 @@ def load_model(folder: Path, device: torch.device, dtype: torch.dtype):
         with quiet_transformers():
             model = AutoModelForCausalLM.from_pretrained(str(folder), config=config, use_safetensors=True,
                                                          trust_remote_code=False, **{dtype_kw: dtype})
+    except ImportError as e:
+        # transformers imports its model classes lazily, and a broken package beside it (a CUDA torchvision
+        # wheel on CPU torch, say) fails here: the weights are fine, and the fix is in the Python environment.
+        raise ModelLoadError(f"transformers {transformers.__version__} could not import its model code in this "
+                             f"Python, so {folder} was not loaded (a broken or mismatched package installed beside "
+                             f"it?): {type(e).__name__}: {str(e)[:300]}") from None
     except Exception as e:
         raise ModelLoadError(f"cannot load the weights in {folder} (corrupt or incomplete file?): "
                              f"{type(e).__name__}: {str(e)[:300]}") from None
