@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from ..prompt_expander.errors import ExpanderError
-from ..prompt_expander.host.hosting import DeviceModule
+from ..prompt_expander.host.hosting import PromptExpanderModel
 from ..prompt_expander.paths import (BUNDLED_LORAS, DEFAULT_MODEL, find_named_folder, list_adapter_folders,
                                      list_model_folders)
 
@@ -101,7 +101,7 @@ def load_handle(name: str, device: str, dtype: str) -> ExpanderHandle:
     expander = load_expander(str(folder), device=offload, dtype=dt, resident=False)
     patcher = getattr(expander, "_comfy_patcher", None)
     if patcher is None or patcher.load_device != load:
-        patcher = comfy.model_patcher.ModelPatcher(DeviceModule(expander.model), load_device=load,
+        patcher = comfy.model_patcher.ModelPatcher(PromptExpanderModel(expander.model), load_device=load,
                                                    offload_device=offload)
         expander._comfy_patcher = patcher
     return ExpanderHandle(expander, patcher)

@@ -11,7 +11,7 @@ from prompt_expander.expansion import decoding, graphs
 from prompt_expander.expansion.decoding import FastGPT2, decode_fast, decode_reference
 from prompt_expander.expansion.sampling import RowDecoder
 from prompt_expander.expansion.vocab import BanTable
-from prompt_expander.host.hosting import DeviceModule
+from prompt_expander.host.hosting import PromptExpanderModel
 
 from test_decoding import tiny_gpt2
 
@@ -142,7 +142,7 @@ def test_graphs_are_freed_with_the_model_and_by_a_host_move(recorder):
     model = tiny_gpt2()
     tokens_of(model, [1])
     step = weakref.ref(next(iter(model._prompt_expander_fast.graphs.steps.values())))
-    DeviceModule(model).to("cpu")  # what ComfyUI's and Forge's patchers call to offload
+    PromptExpanderModel(model).to("cpu")  # what ComfyUI's and Forge's patchers call to offload
     gc.collect()
     assert step() is None
     tokens_of(model, [1])

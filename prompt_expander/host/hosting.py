@@ -12,8 +12,9 @@ def offload_to_cpu(model) -> None:
     model.to("cpu")
 
 
-class DeviceModule(torch.nn.Module):
-    """The GPT-2 wrapped with the writable `.device` that ComfyUI's and Forge's ModelPatcher assign.
+class PromptExpanderModel(torch.nn.Module):
+    """The GPT-2 wrapped with the writable `.device` that ComfyUI's and Forge's ModelPatcher assign. Its class
+    name is what ComfyUI's console shows ("Requested to load PromptExpanderModel").
 
     transformers models expose `device` as a read-only property, which is why wrapping the bare
     model crashes with "property 'device' of 'GPT2LMHeadModel' object has no setter".
