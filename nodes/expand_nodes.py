@@ -93,6 +93,7 @@ class LoadPromptExpander:
     CATEGORY = CATEGORY
     RETURN_TYPES = ("PROMPT_EXPANDER",)
     RETURN_NAMES = ("expander",)
+    OUTPUT_TOOLTIPS = ("The loaded expander, for Expand Prompt nodes or Apply Expander Style.",)
     FUNCTION = "load"
 
     @classmethod
@@ -123,6 +124,7 @@ class ApplyExpanderStyle:
     CATEGORY = CATEGORY
     RETURN_TYPES = ("PROMPT_EXPANDER",)
     RETURN_NAMES = ("expander",)
+    OUTPUT_TOOLTIPS = ("The same expander with this style added; the input expander is left as it was.",)
     FUNCTION = "apply"
 
     @classmethod
@@ -168,6 +170,8 @@ class ExpandPromptEncode:
     CATEGORY = CATEGORY
     RETURN_TYPES = ("CONDITIONING", "STRING")
     RETURN_NAMES = ("conditioning", "expanded")
+    OUTPUT_TOOLTIPS = ("The expanded prompt encoded by this CLIP, for a sampler.",
+                       "Your prompt followed by the expansion.")
     FUNCTION = "expand_encode"
 
     @classmethod
@@ -198,6 +202,7 @@ class ExpandPromptVariations:
     RETURN_TYPES = ("STRING", "STRING")
     RETURN_NAMES = ("expanded", "added")
     OUTPUT_IS_LIST = (True, True)
+    OUTPUT_TOOLTIPS = ("n expanded prompts; a node fed by this runs once for each.", "Only the added parts.")
     FUNCTION = "variations"
 
     @classmethod

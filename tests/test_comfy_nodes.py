@@ -65,7 +65,7 @@ def test_node_contract(pack):
     assert pack.WEB_DIRECTORY == "./web/js" and (ROOT / "web" / "js" / "prompt_expander.js").exists()
     for cls in pack.NODE_CLASS_MAPPINGS.values():
         assert cls.CATEGORY == "prompt/expansion" and hasattr(cls, cls.FUNCTION)
-        assert len(cls.RETURN_TYPES) == len(cls.RETURN_NAMES)
+        assert len(cls.RETURN_TYPES) == len(cls.RETURN_NAMES) == len(cls.OUTPUT_TOOLTIPS)
         types = cls.INPUT_TYPES()
         for section in ("required", "optional"):
             for name, spec in types.get(section, {}).items():
