@@ -40,7 +40,7 @@ def test_a_broken_package_beside_transformers_is_not_blamed_on_the_weights(tiny_
         raise ModuleNotFoundError("Could not import module 'GPT2LMHeadModel'")
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", broken)
     with pytest.raises(ModelLoadError, match="could not import its model code") as e:
-        resident.load_expander(str(tiny_model_dir))
+        loading.load_model(tiny_model_dir, torch.device("cpu"), torch.float32)  # not the resident cache
     assert "corrupt" not in str(e.value) and "GPT2LMHeadModel" in str(e.value)
 
 
