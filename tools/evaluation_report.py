@@ -142,6 +142,13 @@ def main():
     for name, r in rows:
         lines.append(f"| {name} | {r['cross_entropy']:.4f} | {r['perplexity']:.2f} | {r['bits_per_byte']:.4f} | "
                      f"{r['tokens']:,} |")
+    by_name = dict(rows)
+    if "default" in by_name and "default + on-topic" in by_name:
+        cost = by_name["default + on-topic"]["bits_per_byte"] - by_name["default"]["bits_per_byte"]
+        lines += ["", f"The on-topic style costs {cost:.3f} bits per byte "
+                      f"({100 * cost / by_name['default']['bits_per_byte']:+.0f}%) on people's prompts, since it "
+                      "learned the model's own most on-topic picks rather than what people write; that is why it is "
+                      "an opt-in style and not the default (see [specificity.md](specificity.md))."]
     lines += ["", "Perplexity compares token for token only between systems that share the BPE tokenizer (the GPT-2 "
               "models and the BPE LSTM); bits per byte compares all of them. The word-level LSTM pays for every "
               "out-of-vocabulary word by spelling it at 8 bits per byte, so `<unk>` does not flatter it.", "",
