@@ -63,6 +63,10 @@ def test_node_contract(pack):
     assert set(pack.NODE_CLASS_MAPPINGS) == set(pack.NODE_DISPLAY_NAME_MAPPINGS) == {
         "LoadPromptExpander", "ApplyExpanderStyle", "ExpandPrompt", "ExpandPromptEncode", "ExpandPromptVariations"}
     assert pack.WEB_DIRECTORY == "./web/js" and (ROOT / "web" / "js" / "prompt_expander.js").exists()
+    # The frontend warns that scripts/widgets.js is internal and may break; app.js is its public entry.
+    imports = [line for line in (ROOT / "web" / "js" / "prompt_expander.js").read_text().splitlines()
+               if line.startswith("import ")]
+    assert imports == ['import { app } from "../../scripts/app.js";']
     for cls in pack.NODE_CLASS_MAPPINGS.values():
         assert cls.CATEGORY == "prompt/expansion" and hasattr(cls, cls.FUNCTION)
         assert len(cls.RETURN_TYPES) == len(cls.RETURN_NAMES) == len(cls.OUTPUT_TOOLTIPS)
