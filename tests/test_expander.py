@@ -280,6 +280,19 @@ def test_an_and_item_that_only_repeats_its_modifier_is_dropped_from_the_addition
         "wearing sunglasses and a top hat, his muscles, pencil drawing and ink drawing"
 
 
+def test_a_modifier_inside_an_earlier_one_is_dropped_from_the_addition():
+    """Seen in the default's output: "by wlop, ..., wlop", "pixar zootopia, zootopia", "octane render, ..., octane"."""
+    from prompt_expander.expansion.expander import Expander
+    from prompt_expander.expansion.syntax import parse_prompt
+    from prompt_expander.wordlists import WordMatcher
+    added = ("by wlop, digital art, 3d art, octane render, wlop, red dress, long hair, red hair, octane, "
+             "trending on artstation, trending in artstation, artstation, 4k hd, 4k")
+    args = (10**6, len, WordMatcher([]), parse_prompt("a woman"))
+    # "3d art" and "red hair" each say something no one earlier modifier said, and stay
+    assert Expander.finish(added, *args) == \
+        "by wlop, digital art, 3d art, octane render, red dress, long hair, red hair, trending on artstation, 4k hd"
+
+
 @pytest.mark.parametrize("candidates, contrast", [(1, 0.0), (1, 1.0), (3, 1.0)])
 def test_subjects_decoded_together_are_expansions_of_each_with_its_seed(expander, candidates, contrast):
     """expand_subjects shares decode steps among different texts; each result is still its text's expansion with

@@ -458,16 +458,18 @@ class Expander:
             added = join_compounds(added, known)
         allowed_words = {w for text in allowed for w in words_in(text)}
         seen = {syntax.modifier_key(s) for s in prompt.segments}
-        segments = []
+        segments, segment_words = [], []
         for seg in syntax.split_modifiers(added):
             seg = syntax.drop_repeated_items(seg)  # "sunglasses and a top hat and sunglasses"
             key = syntax.modifier_key(seg)  # "volumetric light" repeats "volumetric lighting"
             # a lone character ("8", "d") is a cut-off fragment, not a modifier
-            if len(seg) <= 1 or key in seen or (blocked and blocked.search(seg)) \
+            if len(seg) <= 1 or key in seen or syntax.repeats_an_earlier_modifier(seg, segment_words) \
+                    or (blocked and blocked.search(seg)) \
                     or (known is not None and fragments(seg, known, allowed_words)):
                 continue
             seen.add(key)
             segments.append(seg)
+            segment_words.append(syntax.modifier_words(seg))
         added = SEPARATOR.join(segments)
         while added and count_fn(SEPARATOR + added) > budget:
             added = added[: max(added.rfind(" "), 0)]

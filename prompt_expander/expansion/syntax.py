@@ -170,6 +170,20 @@ def drop_repeated_items(modifier: str) -> str:
     return "".join(kept)
 
 
+def modifier_words(modifier: str) -> frozenset:
+    """The words of a modifier of the addition but its stop words, which sanitize_added has already freed of
+    syntax. Short words and numbers count here: "3d art" says more than "digital art"."""
+    return frozenset(w for w in _WORD.findall(modifier.lower()) if w not in _STOPWORDS)
+
+
+def repeats_an_earlier_modifier(modifier: str, earlier: list[frozenset]) -> bool:
+    """True when all of a modifier's content words are in one earlier modifier's (`earlier`: their
+    modifier_words): "wlop" after "by wlop", "mucha" after "alphonse mucha", "lighting" after "studio lighting".
+    Words spread over several earlier modifiers ("red hair" after "red dress" and "long hair") say something new."""
+    words = modifier_words(modifier)
+    return bool(words) and any(words <= seen for seen in earlier)
+
+
 _BREAK = re.compile(r"\bBREAK\b")
 
 
