@@ -4,7 +4,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from prompt_expander.expansion.syntax import (SYNTAX_CHARS, content_words, drop_repeated_items, join_expansion,
-                                             plain_words, sanitize_added, strip_trailing)
+                                             modifier_words, plain_words, repeats_an_earlier_modifier,
+                                             sanitize_added, strip_trailing)
 
 CASES = {
     "(woman:1.2) portrait": "woman portrait",
@@ -130,3 +131,15 @@ def test_a_period_that_ends_a_phrase_splits_modifiers_as_a_comma_does(added, mod
 ])
 def test_drop_repeated_items(modifier, kept):
     assert drop_repeated_items(modifier) == kept
+
+
+@pytest.mark.parametrize("modifier, repeats", [
+    ("wlop", True), ("Alphonse Mucha", True), ("studio lighting", True), ("trending in artstation", True),
+    ("3d art", False),  # "3d" is a word here, though too short to be one of the user's content words
+    ("red hair", False),  # its words are in two earlier modifiers, not in one
+    ("the", False),  # stop words only: nothing to repeat
+])
+def test_a_modifier_repeats_when_one_earlier_modifier_holds_all_its_words(modifier, repeats):
+    earlier = [modifier_words(m) for m in ("by wlop", "art by alphonse mucha", "studio lighting",
+                                           "trending on artstation", "digital art", "red dress", "long hair")]
+    assert repeats_an_earlier_modifier(modifier, earlier) is repeats

@@ -177,9 +177,9 @@ def modifier_words(modifier: str) -> frozenset:
 
 
 def repeats_an_earlier_modifier(modifier: str, earlier: list[frozenset]) -> bool:
-    """True when all of a modifier's content words are in one earlier modifier's (`earlier`: their
-    modifier_words): "wlop" after "by wlop", "mucha" after "alphonse mucha", "lighting" after "studio lighting".
-    Words spread over several earlier modifiers ("red hair" after "red dress" and "long hair") say something new."""
+    """True when all of a modifier's modifier_words are in one earlier modifier's (`earlier`: theirs): "wlop"
+    after "by wlop", "mucha" after "alphonse mucha", "lighting" after "studio lighting". Words spread over several
+    earlier modifiers ("red hair" after "red dress" and "long hair") say something new."""
     words = modifier_words(modifier)
     return bool(words) and any(words <= seen for seen in earlier)
 
