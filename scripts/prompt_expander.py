@@ -75,8 +75,8 @@ def get_expander(model_name: str):
             from backend.patcher.base import ModelPatcher
             patcher = getattr(exp, "_forge_patcher", None)
             if patcher is None:
-                patcher = exp._forge_patcher = ModelPatcher(hosting.PromptExpanderModel(exp.model), load_device=device,
-                                                            offload_device=torch.device("cpu"))
+                patcher = exp._forge_patcher = ModelPatcher(hosting.PromptExpanderModel(exp.model),
+                                                            load_device=device, offload_device=torch.device("cpu"))
             mem.load_models_gpu([patcher])
             return exp
         except Exception as e:  # an unexpected Forge API: fall back to moving the model ourselves
