@@ -74,11 +74,24 @@ def record_in_metadata(unique_id, extra_pnginfo, prompt, expanded: list[str]) ->
             node.setdefault("properties", {})["expanded_text"] = value
 
 
+# ComfyUI's keys for the CLIP tokenizers (CLIP-L, CLIP-G, OpenCLIP-H): the 75-token chunks the budget means.
+CLIP_TOKENIZERS = ("l", "g", "h")
+
+
+def _clip_key(tokens) -> str | None:
+    return next((key for key in CLIP_TOKENIZERS if key in tokens), None) if isinstance(tokens, dict) else None
+
+
 def clip_counter(clip):
-    """Count tokens with the connected CLIP's own tokenizer (ComfyUI marks real words with word ids)."""
+    """Count tokens with the connected text encoder's own CLIP tokenizer (ComfyUI marks real words with word
+    ids), or None when it has none (T5 alone, or an LLM such as Qwen-Image's, whose chat template would be
+    counted too): then the core's approximate CLIP count is used, and the text is Expand Prompt's."""
+    key = _clip_key(clip.tokenize("a", return_word_ids=True))
+    if key is None:
+        return None
+
     def count(text: str) -> int:
-        tokens = clip.tokenize(text, return_word_ids=True)
-        chunks = next(iter(tokens.values())) if isinstance(tokens, dict) and tokens else []
+        chunks = clip.tokenize(text, return_word_ids=True)[key]
         return sum(1 for chunk in chunks for item in chunk if len(item) > 2 and item[2])
     return count
 
@@ -166,7 +179,7 @@ class ExpandPrompt:
 
 
 class ExpandPromptEncode:
-    DESCRIPTION = "Expand Prompt and CLIP Text Encode in one node; the budget is counted with this CLIP."
+    DESCRIPTION = "Expand Prompt and CLIP Text Encode in one node; the budget is counted with its CLIP tokenizer."
     CATEGORY = CATEGORY
     RETURN_TYPES = ("CONDITIONING", "STRING")
     RETURN_NAMES = ("conditioning", "expanded")

@@ -117,17 +117,32 @@ def test_expand_end_to_end_and_metadata(pack, mm):
 
 
 class FakeClip:
-    def __init__(self):
+    def __init__(self, keys=("l",)):
         self.encoded = []
+        self.keys = keys  # ComfyUI's tokenizer names: "l" for SD1.5, "g" and "l" for SDXL, "qwen25_7b" ...
 
     def tokenize(self, text, return_word_ids=False):
         words = text.replace(",", " , ").split()
         chunk = [(49406, 1.0, 0)] + [(1000 + i, 1.0, i + 1) for i in range(len(words))] + [(49407, 1.0, 0)] * 3
-        return {"l": [chunk if return_word_ids else [t[:2] for t in chunk]]}
+        return {key: [chunk if return_word_ids else [t[:2] for t in chunk]] for key in self.keys}
 
     def encode_from_tokens_scheduled(self, tokens):
         self.encoded.append(tokens)
         return [["cond", {"pooled_output": "pooled"}]]
+
+
+def test_an_encoder_without_a_clip_tokenizer_gets_the_plain_expansion(pack, mm):
+    """Qwen-Image's encoder counts its chat template too (59 'tokens' for 14 words in ComfyUI 0.8.0), and T5 has no
+    75-token chunks: Expand Prompt + Encode then writes what Expand Prompt writes."""
+    from importlib import import_module
+    nodes = import_module(pack.__name__ + ".nodes.expand_nodes")
+    assert nodes.clip_counter(FakeClip(keys=("qwen25_7b",))) is None
+    assert nodes.clip_counter(FakeClip(keys=("t5xxl",))) is None
+    assert nodes.clip_counter(FakeClip(keys=("t5xxl", "l")))("a red fox") == 3  # Flux: its CLIP-L counts
+    handle = node(pack, "LoadPromptExpander").load("tiny", "auto", "auto")[0]
+    encoded = node(pack, "ExpandPromptEncode").expand_encode(handle, "a red fox", 3, 0.8, 0, True,
+                                                            FakeClip(keys=("qwen25_7b",)))["result"][1]
+    assert encoded == node(pack, "ExpandPrompt").expand(handle, "a red fox", 3, 0.8, 0, True)["result"][0]
 
 
 def test_expand_encode_counts_with_the_clip(pack, mm):
