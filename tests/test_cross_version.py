@@ -2,7 +2,7 @@
 
 from prompt_expander.expansion.resident import load_expander
 
-# Recorded once; .ci/run checks them under transformers 4.30.2 and under the latest release.
+# Recorded once; .ci/run checks them under transformers 4.30.2, 4.46.1 and the latest release.
 TINY_TOKENS = [82, 81, 278, 84, 67, 295, 281, 72, 264, 327, 81, 79, 266, 14, 380, 382, 14, 359, 77]
 TINY_EXPANSIONS = {
     ('portrait of a woman', 0, 0.8): 'portrait of a woman, rleSH dcu` bane lighting.w rutkowskioth;armooth',
