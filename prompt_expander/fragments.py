@@ -30,6 +30,9 @@ _MANGLED = re.compile(r"\d+(?:[.x]\d+){2,}"
                       # a shutter speed ("1 / 160s") is no decade
                       r"|(?<![\w/.])(?<!/ )(?!\d{2}'?s\b|100'?s\b|(?:1\d{3}|20\d{2})'?s\b)\d+0'?s\b"
                       r"|(?<![a-z\d])\d+-[a-z]\d", re.IGNORECASE)
+# A word glued to a function word by an apostrophe ("by’finder", "of'light"): no name or contraction starts so
+# ("o'keeffe", "d'arc", "don't" do not).
+_GLUED = re.compile(r"(?<![\w'’])(?:by|of|in|on|and|the|with|at|to|for|from)['’][^\W\d_]{2,}", re.IGNORECASE)
 _WORD = re.compile(r"[^\W\d_]{2,}")
 _COMPOUND = re.compile(r"\b[^\W\d_]+-[^\W\d_]+\b")  # "close-up", "william-adolphe"
 
@@ -76,8 +79,8 @@ def read_known_words(path: str | Path) -> frozenset:
 
 def fragments(text: str, known: frozenset | None = None, allowed: Iterable[str] = ()) -> list[str]:
     """The broken pieces of a text: bot flags, mangled numbers (see _MANGLED), stray numbers of 3 or more digits
-    (not a year, not followed by a unit), letters split off a word and, given `known`, words outside it
-    (`allowed` ones excepted: the user's own)."""
+    (not a year, not followed by a unit), letters split off a word, words glued to a function word by an
+    apostrophe and, given `known`, words outside it (`allowed` ones excepted: the user's own)."""
     found = [m.group().strip(" ,") for m in _FLAG.finditer(text)]
     rest = _FLAG.sub(" ", text)
     found += _MANGLED.findall(rest)
@@ -89,6 +92,7 @@ def fragments(text: str, known: frozenset | None = None, allowed: Iterable[str] 
             continue
         found.append(digits)
     found += _SPLIT_LETTER.findall(rest)
+    found += _GLUED.findall(rest)
     if known is not None:
         allowed = {w.lower() for w in allowed}
         found += [w for w in words_in(rest) if w not in known and w not in allowed]

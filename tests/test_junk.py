@@ -10,6 +10,7 @@ def test_flags_stray_numbers_and_lone_letters_are_fragments():
     assert fragments("made in c 4 d, unreal engine") == ["c", "d"]
     assert fragments("8 k, award - winning") == ["k"]
     assert fragments("sony a 7 r iv, v - ray render") == ["r", "v"]
+    assert fragments("art by’finder, study of'light, bloom") == ["by’finder", "of'light"]  # glued by an apostrophe
 
 
 def test_mangled_numbers_are_fragments():
@@ -29,7 +30,8 @@ def test_numbers_people_write_are_not_mangled():
 
 def test_ordinary_numbers_initials_and_contractions_are_not():
     text = ("by j. c. leyendecker and georgia o'keeffe, 1920s, 1985, 8k, 35 mm, 1920x1080, 16:9, f/1.8, "
-            "iso 400, 3 d render, don't, a cat and i, 8 x 10, 0.5 seconds, 100%, d&d, d & d, h r giger")
+            "iso 400, 3 d render, don't, a cat and i, 8 x 10, 0.5 seconds, 100%, d&d, d & d, h r giger, "
+            "joan of arc, jeanne d'arc, l'oreal, rock 'n' roll, the artist's studio, 'the scream'")
     assert fragments(text.replace("3 d render", "3d render")) == []
 
 
