@@ -78,15 +78,12 @@ def record_in_metadata(unique_id, extra_pnginfo, prompt, expanded: list[str]) ->
 CLIP_TOKENIZERS = ("l", "g", "h")
 
 
-def _clip_key(tokens) -> str | None:
-    return next((key for key in CLIP_TOKENIZERS if key in tokens), None) if isinstance(tokens, dict) else None
-
-
 def clip_counter(clip):
     """Count tokens with the connected text encoder's own CLIP tokenizer (ComfyUI marks real words with word
     ids), or None when it has none (T5 alone, or an LLM such as Qwen-Image's, whose chat template would be
     counted too): then the core's approximate CLIP count is used, and the text is Expand Prompt's."""
-    key = _clip_key(clip.tokenize("a", return_word_ids=True))
+    probe = clip.tokenize("a", return_word_ids=True)
+    key = next((k for k in CLIP_TOKENIZERS if k in probe), None) if isinstance(probe, dict) else None
     if key is None:
         return None
 

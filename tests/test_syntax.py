@@ -142,4 +142,4 @@ def test_drop_repeated_items(modifier, kept):
 def test_a_modifier_repeats_when_one_earlier_modifier_holds_all_its_words(modifier, repeats):
     earlier = [modifier_words(m) for m in ("by wlop", "art by alphonse mucha", "studio lighting",
                                            "trending on artstation", "digital art", "red dress", "long hair")]
-    assert repeats_an_earlier_modifier(modifier, earlier) is repeats
+    assert repeats_an_earlier_modifier(modifier_words(modifier), earlier) is repeats

@@ -462,14 +462,15 @@ class Expander:
         for seg in syntax.split_modifiers(added):
             seg = syntax.drop_repeated_items(seg)  # "sunglasses and a top hat and sunglasses"
             key = syntax.modifier_key(seg)  # "volumetric light" repeats "volumetric lighting"
+            words = syntax.modifier_words(seg)
             # a lone character ("8", "d") is a cut-off fragment, not a modifier
-            if len(seg) <= 1 or key in seen or syntax.repeats_an_earlier_modifier(seg, segment_words) \
+            if len(seg) <= 1 or key in seen or syntax.repeats_an_earlier_modifier(words, segment_words) \
                     or (blocked and blocked.search(seg)) \
                     or (known is not None and fragments(seg, known, allowed_words)):
                 continue
             seen.add(key)
             segments.append(seg)
-            segment_words.append(syntax.modifier_words(seg))
+            segment_words.append(words)
         added = SEPARATOR.join(segments)
         while added and count_fn(SEPARATOR + added) > budget:
             added = added[: max(added.rfind(" "), 0)]

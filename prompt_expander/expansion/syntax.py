@@ -176,11 +176,10 @@ def modifier_words(modifier: str) -> frozenset:
     return frozenset(w for w in _WORD.findall(modifier.lower()) if w not in _STOPWORDS)
 
 
-def repeats_an_earlier_modifier(modifier: str, earlier: list[frozenset]) -> bool:
-    """True when all of a modifier's modifier_words are in one earlier modifier's (`earlier`: theirs): "wlop"
-    after "by wlop", "mucha" after "alphonse mucha", "lighting" after "studio lighting". Words spread over several
+def repeats_an_earlier_modifier(words: frozenset, earlier: list[frozenset]) -> bool:
+    """True when a modifier's modifier_words are all in one earlier modifier's (`earlier`: theirs): "wlop" after
+    "by wlop", "mucha" after "alphonse mucha", "lighting" after "studio lighting". Words spread over several
     earlier modifiers ("red hair" after "red dress" and "long hair") say something new."""
-    words = modifier_words(modifier)
     return bool(words) and any(words <= seen for seen in earlier)
 
 
