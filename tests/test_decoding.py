@@ -373,3 +373,26 @@ def test_the_lean_layers_compute_exactly_what_the_blocks_do(rows, monkeypatch):
     fast, blocks = fast_rows_logits(model, context, steps)
     assert fast._lean is None
     assert torch.equal(lean, blocks)
+
+
+@pytest.mark.parametrize("host_tf32", [True, False])
+def test_a_cuda_decode_runs_without_tf32_and_gives_the_hosts_setting_back(host_tf32):
+    """A1111 turns TF32 on, and its rounding would change a seed's text as fp16 does; the flag can be set without
+    a GPU, so this runs anywhere."""
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = host_tf32
+    try:
+        check_tf32_is_off_while_decoding(host_tf32)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
+
+
+def check_tf32_is_off_while_decoding(host_tf32):
+    with decoding.ieee_fp32_matmul(torch.device("cuda", 0)):
+        assert torch.backends.cuda.matmul.allow_tf32 is False
+    assert torch.backends.cuda.matmul.allow_tf32 is host_tf32
+    with pytest.raises(KeyboardInterrupt), decoding.ieee_fp32_matmul(torch.device("cuda", 0)):
+        raise KeyboardInterrupt  # an interrupted decode gives it back too
+    assert torch.backends.cuda.matmul.allow_tf32 is host_tf32
+    with decoding.ieee_fp32_matmul(torch.device("cpu")):
+        assert torch.backends.cuda.matmul.allow_tf32 is host_tf32  # a CPU decode leaves the host's GPU alone

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from contextlib import contextmanager
 from typing import Callable
 
 import torch
@@ -110,6 +111,22 @@ class Fp16RowPlan:
                 buffer = buffers[rows, x.shape[1]] = torch.zeros(rows, x.shape[1], dtype=x.dtype)
         buffer[:n] = x
         return _fp16_linear(buffer, packed)[:n]
+
+
+@contextmanager
+def ieee_fp32_matmul(device: torch.device):
+    """TF32 off on CUDA while a decode runs, and back as the host had it after. Hosts turn TF32 on (A1111 does on
+    Ampere and newer GPUs), and its 10-bit mantissa would change a seed's text as often as fp16 does, so the
+    same workflow would write one prompt on that GPU and another on a CPU or an older card."""
+    if device.type != "cuda":
+        yield
+        return
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
 
 
 _FP16_PLAN: list[Fp16RowPlan | None] = []

@@ -14,7 +14,8 @@ import torch
 from . import syntax
 from ..model.adapters import adapter_signature, base_fingerprint, load_adapter_deltas
 from .budget import approx_clip_tokens, clip_budget
-from .decoding import FastGPT2, decode_fast, decode_groups, decode_reference, holds_fp16_values, weights_changed
+from .decoding import (FastGPT2, decode_fast, decode_groups, decode_reference, holds_fp16_values,
+                       ieee_fp32_matmul, weights_changed)
 from ..errors import AdapterError, InputError, ModelLoadError, NegativeNotSupportedError
 from ..fragments import fragments, read_known_words, words_in
 from ..limits import MAX_ADAPTER_WEIGHT, MAX_CANDIDATES, MAX_CONTRAST, MAX_ROWS, MAX_VARIATIONS, check_text
@@ -384,10 +385,11 @@ class Expander:
                 on_progress(rows.steps, rows.max_new_tokens)
                 if should_stop is not None:
                     should_stop()
-        if settings.fast and self.fast_supported:
-            decode_fast(self.model, context, rows, stop, unconditional)
-        else:
-            decode_reference(self.model, context, rows, stop, unconditional)
+        with ieee_fp32_matmul(self.model.device):
+            if settings.fast and self.fast_supported:
+                decode_fast(self.model, context, rows, stop, unconditional)
+            else:
+                decode_reference(self.model, context, rows, stop, unconditional)
         return self._finished_rows(rows, prompt, settings, budget, count_fn)
 
     def expand_subjects(self, texts: list[str], seed=0, *, styles=(), **kw) -> list[ExpansionResult]:
@@ -422,7 +424,8 @@ class Expander:
         with self._lock:
             style = self.parse_styles(styles)
             self._set_style(style)
-            decode_groups(self.model, contexts, groups, self._unconditional_ids() if settings.contrast else None)
+            with ieee_fp32_matmul(self.model.device):
+                decode_groups(self.model, contexts, groups, self._unconditional_ids() if settings.contrast else None)
             picker = self._picker() if k > 1 else None
             results = []
             for text, prompt, budget, rows, s in zip(texts, prompts, budgets, groups, seeds):
