@@ -80,10 +80,9 @@ def pick_device_and_dtype(device: str, dtype: str):
     load = {"cpu": torch.device("cpu"), "gpu": mm.get_torch_device()}.get(device) or mm.text_encoder_device()
     offload = mm.text_encoder_offload_device() if load.type != "cpu" else torch.device("cpu")
     if dtype == "auto":
-        # fp16 only where ComfyUI would use it; MPS and CPU stay fp32 as ComfyUI's text encoders do.
-        # On CPU, the core's auto: fp32, or bf16 for a model that asks for it on a CPU with native bf16.
-        use_fp16 = load.type == "cuda" and mm.should_use_fp16(load)
-        dt = torch.float16 if use_fp16 else ("auto" if load.type == "cpu" else torch.float32)
+        # The core's auto (fp32; on CPU bf16 for a model that asks for it on a CPU with native bf16), not fp16 where
+        # ComfyUI's text encoders use it: a shared workflow's seed must write the same text on every machine.
+        dt = "auto" if load.type == "cpu" else torch.float32
     else:
         dt = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
     return load, offload, dt

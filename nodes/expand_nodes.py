@@ -93,9 +93,9 @@ def clip_counter(clip):
     return count
 
 
-DTYPE_TOOLTIP = ("auto = fp16 on GPUs that ComfyUI runs in fp16, fp32 on CPU. bf16 on CPU can be faster for "
-                 "many variations on CPUs with native bf16 (slower than fp32 on the others), but its text may "
-                 "differ between CPU models.")
+DTYPE_TOOLTIP = ("auto = fp32 on GPU and CPU, so that a shared workflow's seed writes the same text on every "
+                 "machine. fp16 and bf16 write other text for the same seed (different again between GPU and CPU "
+                 "models); bf16 on CPU can be faster for many variations on CPUs with native bf16.")
 
 
 class LoadPromptExpander:

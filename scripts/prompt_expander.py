@@ -50,19 +50,16 @@ def _forge_memory():
 
 
 def pick_device():
-    """GPU or CPU per the settings; under Forge, its own text-encoder device and fp16 rule."""
+    """GPU or CPU per the settings (under Forge, its text-encoder device), in the core's `auto` dtype: fp32, not
+    the host's fp16, so that a seed writes the same text on every machine."""
     import torch
     from modules import devices
     want_cpu = getattr(shared.opts, "prompt_expander_device", "GPU") == "CPU"
     mem = _forge_memory()
-    if want_cpu:  # "auto": the core's choice, fp32 or the model's own cpu_dtype (bf16 on a CPU with native bf16)
+    if want_cpu:  # the core's choice, fp32 or the model's own cpu_dtype (bf16 on a CPU with native bf16)
         return torch.device("cpu"), "auto"
-    if mem is not None:
-        dev = mem.text_encoder_device()
-        return dev, (torch.float16 if mem.should_use_fp16(dev) else torch.float32)
-    dev = devices.device
-    kind = getattr(dev, "type", "cpu")
-    return dev, (torch.float16 if kind == "cuda" else "auto" if kind == "cpu" else torch.float32)
+    dev = mem.text_encoder_device() if mem is not None else devices.device
+    return dev, ("auto" if getattr(dev, "type", "cpu") == "cpu" else torch.float32)
 
 
 def get_expander(model_name: str):

@@ -67,6 +67,28 @@ def test_script_shape_and_ui(script):
     assert "modules" not in [Path(p).name for p in sys.path if Path(p).resolve() == ROOT]
 
 
+def test_the_gpu_gets_fp32_so_a_seed_writes_the_same_text_as_on_a_cpu(script, monkeypatch):
+    import torch
+    from modules import devices, shared
+    cuda = torch.device("cuda", 0)
+    monkeypatch.setattr(devices, "device", cuda)
+    assert script.pick_device() == (cuda, torch.float32)
+
+    class ForgeMemory:  # Forge's backend.memory_management, which would run its text encoders in fp16
+        @staticmethod
+        def text_encoder_device():
+            return torch.device("cuda", 1)
+
+        @staticmethod
+        def should_use_fp16(*a, **kw):
+            return True
+
+    monkeypatch.setattr(script, "_forge_memory", lambda: ForgeMemory)
+    assert script.pick_device() == (torch.device("cuda", 1), torch.float32)
+    monkeypatch.setattr(shared.opts, "prompt_expander_device", "CPU", raising=False)
+    assert script.pick_device() == (torch.device("cpu"), "auto")
+
+
 def test_per_image_expansion_matches_core_and_keeps_lora_tags(script, tiny_model_dir):
     prompts = ["a castle <lora:film:0.6>", "a castle <lora:film:0.6>", "a red fox", "a robot, (8k:1.2)"]
     seeds = [11, 12, 13, 14]

@@ -101,6 +101,22 @@ def test_wrapper_device_setter_and_memory_manager_calls(pack, mm):
     assert mm.calls[-1] == ("offload", handle.patcher.offload_device)
 
 
+def test_auto_dtype_is_fp32_on_a_gpu_where_comfyui_would_use_fp16(pack, mm, monkeypatch):
+    """A workflow's seed must write the same text on every machine: fp16 wrote another prompt for most seeds."""
+    import sys
+    import torch
+    comfy_model = sys.modules["prompt-expander-main.nodes.comfy_model"]
+    cuda = torch.device("cuda", 0)
+    monkeypatch.setattr(mm, "get_torch_device", lambda: cuda)
+    monkeypatch.setattr(mm, "text_encoder_device", lambda: cuda)
+    monkeypatch.setattr(mm, "should_use_fp16", lambda *a, **kw: True)
+    for device in ("auto", "gpu"):
+        load, offload, dtype = comfy_model.pick_device_and_dtype(device, "auto")
+        assert load == cuda and dtype == torch.float32
+    assert comfy_model.pick_device_and_dtype("cpu", "auto")[2] == "auto"  # the core's: fp32 or the card's cpu_dtype
+    assert comfy_model.pick_device_and_dtype("gpu", "fp16")[2] == torch.float16  # an explicit choice wins
+
+
 def test_expand_end_to_end_and_metadata(pack, mm):
     handle = node(pack, "LoadPromptExpander").load("tiny", "cpu", "fp32")[0]
     prompt = {"7": {"class_type": "ExpandPrompt", "inputs": {"text": "a castle"}}}

@@ -126,6 +126,13 @@ def test_loading_is_quiet_and_puts_the_hosts_logging_back(tiny_model_dir, lora_d
         hf_logging.set_verbosity_warning()
 
 
+def test_auto_dtype_is_fp32_on_gpus_too():
+    """fp16 text differs from fp32 text for most seeds, so auto keeps a seed's prompt the same on a GPU and a CPU."""
+    for device in (torch.device("cuda", 0), torch.device("mps"), torch.device("xpu")):
+        assert loading.resolve_dtype("auto", device, "bf16") == torch.float32
+    assert loading.resolve_dtype("fp16", torch.device("cuda", 0)) == torch.float16
+
+
 @pytest.mark.parametrize("native", [True, False])
 def test_auto_dtype_follows_the_models_cpu_dtype_where_the_cpu_runs_it(native, monkeypatch, tiny_model_dir, tmp_path):
     import json
