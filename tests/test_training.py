@@ -336,3 +336,49 @@ def test_the_machine_is_described_with_its_vector_units(tmp_path):
     assert machine_description(str(amx)).startswith("Intel(R) Xeon(R) Processor (AVX-512, AMX), ")
     assert machine_description(str(avx2)).startswith("AMD EPYC 7B13 (AVX2 only), ")
     assert "logical CPUs, torch" in machine_description(str(tmp_path / "missing"))
+
+
+def test_the_cosine_schedule_a_fitted_run_switches_to_is_the_librarys_to_the_bit():
+    from transformers import get_cosine_schedule_with_warmup
+
+    from prompt_expander.train.loop import cosine_with_warmup
+    for warmup, total in [(10, 11), (10, 537), (300, 7400), (0, 5)]:
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        library = get_cosine_schedule_with_warmup(opt, warmup, total).lr_lambdas[0]
+        assert all(cosine_with_warmup(s, warmup, total) == library(s) for s in range(total + 3))
+
+
+def test_fitted_steps_fill_the_time_left_with_validations_counted():
+    from prompt_expander.train.loop import TrainConfig, fitted_steps
+    cfg = TrainConfig(out="x", minutes=1.0, warmup=10, eval_every=10)
+    assert fitted_steps(cfg, 10, 6.0, 0.1, val_batches=0) == 10 + int(54 * 0.97 / 0.1)
+    assert fitted_steps(cfg, 10, 6.0, 0.1, val_batches=3) == 10 + int(54 * 0.97 / 0.11)  # 3 batches a 3rd each
+    assert fitted_steps(cfg, 10, 70.0, 0.1, val_batches=0) == 11  # over time already: one step to end on
+
+
+def test_a_run_fitted_to_minutes_ends_its_schedule_and_repeats_exactly_with_its_steps(data_dir, tmp_path):
+    """--minutes picks the steps from the warm-up's speed; the run then is the --steps run of that many steps,
+    killed and resumed or not."""
+    from safetensors.torch import load_file
+    flags = [*BASE_FLAGS, "--warmup", "10", "--eval-every", "50", "--save-every", "20"]  # the later --warmup wins
+    fitted = tmp_path / "fitted"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "DIE_AT_STEP": "25"}
+    r = subprocess.run([sys.executable, "-c", DIE_AT_STEP, "train-base", str(data_dir), "--out", str(fitted),
+                        "--minutes", "0.2", *flags], env=env, capture_output=True, text=True)
+    assert r.returncode == 9, r.stderr[-2000:]
+    r = cli("train-base", data_dir, "--out", fitted, "--minutes", "0.2", "--resume", *flags)
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads((fitted / "training_summary.json").read_text())
+    steps = summary["fitted_steps"]
+    assert steps > 25 and summary["step"] == steps and summary["finished"]
+    assert f"--steps {steps}" in (fitted / "README.md").read_text()
+    plain = tmp_path / "plain"
+    r = cli("train-base", data_dir, "--out", plain, "--steps", steps, *flags)
+    assert r.returncode == 0, r.stderr[-2000:]
+    a, b = load_file(str(fitted / "model.safetensors")), load_file(str(plain / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_minutes_needs_a_warm_up_to_time(data_dir, tmp_path):
+    r = cli("train-base", data_dir, "--out", tmp_path / "m", "--minutes", "1", *BASE_FLAGS)  # --warmup 2
+    assert r.returncode != 0 and "--warmup of at least 8" in r.stderr

@@ -162,6 +162,8 @@ def model_card(args, state, n_params, train_data, metrics, wall_s) -> str:
     topic_note = (" Topic-tagged: each prompt is written as its subject, `<|topic|>`, then the prompt "
                   "(`prompt_expander.topics.tagged`), and the expander gives the user's subject the same way."
                   if args.topic_tags else "")
+    fitted_note = (f" (fitted to {state['config'].get('minutes')} minutes of training on this device; `--steps` "
+                   f"{state['fitted_steps']} repeats it)" if state.get("fitted_steps") else "")
     return f"""---
 license: apache-2.0
 library_name: transformers
@@ -187,7 +189,7 @@ chatter/URL/bot-command/too-short filters, NSFW word-list filter, hash split). S
 - saved as safetensors; tokenizer as vocab.json + merges.txt (loads in transformers 4.30 through 5.x)
 
 ## Training
-- steps {state['step']}, batch {args.batch_size} rows of {args.n_positions} tokens, peak lr {args.lr}, warm-up {args.warmup}, cosine decay, AdamW (0.9, 0.95), weight decay {args.weight_decay}, precision {state.get('precision')}
+- steps {state['step']}{fitted_note}, batch {args.batch_size} rows of {args.n_positions} tokens, peak lr {args.lr}, warm-up {args.warmup}, cosine decay, AdamW (0.9, 0.95), weight decay {args.weight_decay}, precision {state.get('precision')}
 - tokens seen {state['tokens_seen']:,} ({state.get('epochs', float('nan')):.2f} epochs); training wall time {state['elapsed_s'] / 60:.1f} min (this invocation {wall_s / 60:.1f} min)
 - device: {state.get('device', 'not recorded')}; steady throughput {state.get('steady_tokens_per_s', float('nan')):,.0f} tokens/s (this invocation)
 - machine: {state.get('machine')}
@@ -203,7 +205,7 @@ chatter/URL/bot-command/too-short filters, NSFW word-list filter, hash split). S
 ## Reproduce
 ```
 python -m prompt_expander prepare ../shared/data/train --out runs/data
-python -m prompt_expander train-base runs/data --out {args.out} --vocab-size {args.vocab_size} --n-layer {args.n_layer} --n-embd {args.n_embd} --n-head {args.n_head} --n-positions {args.n_positions} --steps {args.steps} --batch-size {args.batch_size} --lr {args.lr} --warmup {args.warmup} --save-every {args.save_every}{' --topic-tags' if args.topic_tags else ''} --resume
+python -m prompt_expander train-base runs/data --out {args.out} --vocab-size {args.vocab_size} --n-layer {args.n_layer} --n-embd {args.n_embd} --n-head {args.n_head} --n-positions {args.n_positions} --steps {state['config']['steps']} --batch-size {args.batch_size} --lr {args.lr} --warmup {args.warmup} --save-every {args.save_every}{' --topic-tags' if args.topic_tags else ''} --resume
 ```
 (Interrupted runs continue with the same command; `--resume` picks up OUT/checkpoint.)
 """

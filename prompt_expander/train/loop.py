@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -36,6 +37,7 @@ class TrainConfig:
     precision: str = "auto"
     resume: bool = False
     max_minutes: float = 0.0
+    minutes: float = 0.0  # fit the steps to this much training time, measured during the warm-up (see fitted_steps)
     early_stop_patience: int = 0  # stop after this many validations without improvement (0 = never)
     extra: dict = field(default_factory=dict)
 
@@ -56,13 +58,53 @@ def add_loop_arguments(p, steps=1000, batch_size=32, lr=1e-3, warmup=100, save_e
     g.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint if it exists")
     g.add_argument("--max-minutes", type=float, default=0.0,
                    help="stop cleanly (checkpoint saved) after this many minutes; resume later with --resume")
+    g.add_argument("--minutes", type=float, default=0.0,
+                   help="instead of --steps, train for about this many minutes (validations included; the final "
+                        "save and evaluation come after): the steps are fitted to the speed measured during the "
+                        "warm-up, so the cosine schedule still ends at the last step. The steps chosen are "
+                        "printed and recorded; --steps N with them repeats the run exactly")
 
 
 def loop_config(args, **extra) -> TrainConfig:
     return TrainConfig(out=args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                        warmup=args.warmup, weight_decay=args.weight_decay, eval_every=args.eval_every,
                        save_every=args.save_every, max_val_batches=args.max_val_batches, seed=args.seed,
-                       precision=args.precision, resume=args.resume, max_minutes=args.max_minutes, extra=extra)
+                       precision=args.precision, resume=args.resume, max_minutes=args.max_minutes,
+                       minutes=getattr(args, "minutes", 0.0), extra=extra)
+
+
+# The warm-up steps that time a --minutes run: the first ones pay for allocation and kernel warm-up.
+FIT_SKIP_STEPS, FIT_MIN_TIMED_STEPS = 3, 5
+# Of the time left, what the fitted steps may fill: the rest absorbs a slower spell and the checkpoints.
+FIT_SHARE = 0.97
+
+
+def check_fit_config(cfg: TrainConfig) -> None:
+    from ..errors import InputError
+    if cfg.minutes < 0 or not math.isfinite(cfg.minutes):
+        raise InputError(f"--minutes must be a positive number of minutes, got {cfg.minutes}")
+    if cfg.minutes and cfg.warmup < FIT_SKIP_STEPS + FIT_MIN_TIMED_STEPS:
+        raise InputError(f"--minutes times the warm-up steps, so it needs --warmup of at least "
+                         f"{FIT_SKIP_STEPS + FIT_MIN_TIMED_STEPS} (got {cfg.warmup})")
+
+
+def fitted_steps(cfg: TrainConfig, step: int, elapsed_s: float, step_s: float, val_batches: int) -> int:
+    """The total steps for a run fitted to cfg.minutes, decided at `step` (the end of the warm-up), after
+    `elapsed_s` of training at `step_s` a step. A validation pass costs about a third of a step per batch
+    (forward only) and comes every eval_every steps. Warm-up learning rates do not depend on the total, so a
+    run with --steps set to the result takes the same steps exactly."""
+    per_step = step_s * (1 + val_batches / (3 * max(cfg.eval_every, 1)))
+    left = cfg.minutes * 60 - elapsed_s
+    return step + max(1, int(left * FIT_SHARE / per_step))
+
+
+def cosine_with_warmup(step: int, warmup: int, total: int) -> float:
+    """transformers' get_cosine_schedule_with_warmup factor, with a total that a --minutes run sets after its
+    warm-up (the library's closes over it); the same floats, so a fitted run and --steps agree exactly."""
+    if step < warmup:
+        return float(step) / float(max(1, warmup))
+    progress = float(step - warmup) / float(max(1, total - warmup))
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * 0.5 * 2.0 * progress)))
 
 
 def cpu_supports_bf16() -> bool:
@@ -217,6 +259,7 @@ def run_training(model, train, val, cfg: TrainConfig, params=None, save_final=No
     from tqdm import tqdm
     from transformers import get_cosine_schedule_with_warmup
 
+    check_fit_config(cfg)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     accelerator = Accelerator(mixed_precision=resolve_precision(cfg.precision), cpu=not torch.cuda.is_available())
@@ -248,6 +291,13 @@ def run_training(model, train, val, cfg: TrainConfig, params=None, save_final=No
     elif ckpt.exists() and not cfg.resume:
         accelerator.print(f"note: {ckpt} exists; starting over (pass --resume to continue it)")
     state["data"] = data_fingerprint  # what check_resumable compares on the next --resume
+    if cfg.minutes:
+        if state.get("fitted_steps"):  # resuming a fitted run: its steps were chosen by its first invocation
+            set_total_steps(cfg, state, scheduler, state["fitted_steps"])
+        elif state["step"] >= cfg.warmup:
+            from ..errors import InputError
+            raise InputError(f"{ckpt} is past its warm-up and was not fitted to a time, so --minutes cannot size "
+                             "it; resume it with --steps")
     device = device_description(accelerator.device)
     if state.get("device") and device not in state["device"].split(", then "):
         device = f"{state['device']}, then {device}"  # a run resumed elsewhere says where each part ran
@@ -271,6 +321,7 @@ def run_training(model, train, val, cfg: TrainConfig, params=None, save_final=No
     window_tokens, window_start, loss_ema = 0, time.time(), None
     stopped_early = False
     timed_tokens, timed_s, steps_this_run = 0, 0.0, 0
+    step_times = []  # this run's, for fitting --minutes
     with training_kernels(model, accelerator.device):
         while state["step"] < cfg.steps:
             step_start = time.perf_counter()
@@ -285,11 +336,12 @@ def run_training(model, train, val, cfg: TrainConfig, params=None, save_final=No
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            n_tok = int((labels != -100).sum()) * world
+            n_tok = int((labels != -100).sum()) * world  # .sum() waits for the step's kernels, so timing holds
             steps_this_run += 1
-            if steps_this_run > 3:  # steady state: the first steps pay for allocation and kernel warm-up
+            step_times.append(time.perf_counter() - step_start)
+            if steps_this_run > FIT_SKIP_STEPS:  # steady state: the first steps pay for allocation and warm-up
                 timed_tokens += n_tok
-                timed_s += time.perf_counter() - step_start
+                timed_s += step_times[-1]
             state["step"] += 1
             state["tokens_seen"] += n_tok
             state["elapsed_s"] = base_elapsed + time.time() - started
@@ -302,6 +354,18 @@ def run_training(model, train, val, cfg: TrainConfig, params=None, save_final=No
                 bar.set_postfix(loss=f"{loss_ema:.3f}", tok_s=f"{rate:,.0f}")
                 window_tokens, window_start = 0, time.time()
             step = state["step"]
+            if cfg.minutes and not state.get("fitted_steps") and step == cfg.warmup:
+                steady = step_times[FIT_SKIP_STEPS:] if len(step_times) >= FIT_SKIP_STEPS + FIT_MIN_TIMED_STEPS \
+                    else step_times  # a run resumed late in its warm-up: the slower early steps err on the safe side
+                step_s = torch.tensor(float(sorted(steady)[len(steady) // 2]), device=accelerator.device)
+                step_s = float(accelerator.reduce(step_s, "max"))  # every process takes the same steps
+                val_batches = 0 if val is None else min(cfg.max_val_batches, math.ceil(val.batches_per_epoch()))
+                total = fitted_steps(cfg, step, base_elapsed + time.time() - started, step_s, val_batches)
+                set_total_steps(cfg, state, scheduler, total)
+                bar.total = total
+                bar.refresh()
+                bar.write(f"fitted to {cfg.minutes} min: {total} steps at {step_s * 1000:.1f} ms a step "
+                          f"(repeat exactly with --steps {total})")
             if val is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
                 vloss = validation_loss(model, val.all_batches(), accelerator.device, cfg.max_val_batches,
                                         accelerator.autocast)
@@ -334,6 +398,15 @@ def run_training(model, train, val, cfg: TrainConfig, params=None, save_final=No
         save_final(accelerator.unwrap_model(model), state)
     accelerator.wait_for_everyone()
     return state
+
+
+def set_total_steps(cfg: TrainConfig, state: dict, scheduler, total: int) -> None:
+    """Make `total` the run's last step: the loop's, the summary's and the cosine schedule's."""
+    cfg.steps = total
+    state["fitted_steps"] = state["config"]["steps"] = total
+    lambda_lr = getattr(scheduler, "scheduler", scheduler)  # under accelerate's wrapper
+    factor = functools.partial(cosine_with_warmup, warmup=cfg.warmup, total=total)
+    lambda_lr.lr_lambdas = [factor] * len(lambda_lr.lr_lambdas)  # one per parameter group
 
 
 def save_pretrained_atomic(model, out_dir, **kwargs) -> None:
