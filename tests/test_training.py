@@ -382,3 +382,21 @@ def test_a_run_fitted_to_minutes_ends_its_schedule_and_repeats_exactly_with_its_
 def test_minutes_needs_a_warm_up_to_time(data_dir, tmp_path):
     r = cli("train-base", data_dir, "--out", tmp_path / "m", "--minutes", "1", *BASE_FLAGS)  # --warmup 2
     assert r.returncode != 0 and "--warmup of at least 8" in r.stderr
+
+
+def test_two_processes_share_one_schedule_and_one_voice(data_dir, tmp_path):
+    """torchrun on the CPU (gloo) stands in for `accelerate launch` on several GPUs: accelerate had stepped the
+    schedule once per process, so with 2 the cosine ran out at half the steps and rose again."""
+    out = tmp_path / "ddp"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        "-m", "prompt_expander", "train-base", str(data_dir), "--out", str(out), "--steps", "30",
+                        "--save-every", "30", "--eval-every", "15", *BASE_FLAGS], env=env, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    scheduler = torch.load(out / "checkpoint" / "scheduler.bin", weights_only=True)
+    assert scheduler["last_epoch"] == 30 and scheduler["_last_lr"] == [0.0, 0.0]
+    summary = json.loads((out / "training_summary.json").read_text())
+    assert summary["step"] == 30 and summary["tokens_seen"] > 30 * 8 * 32  # both processes' rows count
+    said = r.stdout + r.stderr
+    assert said.count("step 30: train") == 1 and said.count("saved model to") == 1

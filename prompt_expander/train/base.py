@@ -8,7 +8,7 @@ from pathlib import Path
 from ..fileio import iter_lines, write_json_atomic, write_text_atomic
 from ..fragments import KNOWN_WORDS_FILE, corpus_words, write_known_words
 from ..model.meta import META_FILE, ModelMeta
-from .loop import CHECKPOINT_DIR, add_loop_arguments, loop_config, run_training, save_pretrained_atomic
+from .loop import CHECKPOINT_DIR, add_loop_arguments, loop_config, run_training, save_pretrained_atomic, say
 
 NEGATIVE_VOCAB = "negative_vocab.txt"
 
@@ -70,7 +70,7 @@ def load_or_train_tokenizer(out: Path, train_file: Path, vocab_size: int, lowerc
         if resume and (out / CHECKPOINT_DIR).exists():
             raise DataError(f"{out}: its tokenizer {why}, so its checkpoint cannot continue on {train_file}; "
                             "use a new --out, or drop --resume to start over in this folder")
-        print(f"note: {out}: the tokenizer there {why}; training a new one")
+        say(f"note: {out}: the tokenizer there {why}; training a new one")
     lines = (tagged(line) for line in iter_lines(train_file)) if topic_tags else iter_lines(train_file)
     extra = (TOPIC_TOKEN,) if topic_tags else ()
     tok = train_bpe(lines, vocab_size, lowercase=lowercase, extra_special=extra)
@@ -109,7 +109,7 @@ def main(args) -> int:
                                args.topic_tags)
     val_data = (tokenize_file(val_file, tok, lowercase, bos, eos, args.n_positions, cache / "val.npz", args.topic_tags)
                 if val_file else None)
-    print(f"tokenizer: {len(tok)} tokens; train {len(train_data)} prompts / {train_data.n_tokens} tokens"
+    say(f"tokenizer: {len(tok)} tokens; train {len(train_data)} prompts / {train_data.n_tokens} tokens"
           + (f"; val {len(val_data)} prompts" if val_data else ""))
     train = PackedBatches(train_data, args.n_positions, args.batch_size, args.seed, pad, bos)
     val = PackedBatches(val_data, args.n_positions, args.batch_size, args.seed, pad, bos, shuffle=False) if val_data else None
@@ -117,7 +117,7 @@ def main(args) -> int:
     torch.manual_seed(args.seed)  # the initial weights are part of a reproducible run
     model = build_model(args, tok)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"model: {n_params / 1e6:.2f}M parameters, about {train.batches_per_epoch():.0f} steps per epoch")
+    say(f"model: {n_params / 1e6:.2f}M parameters, about {train.batches_per_epoch():.0f} steps per epoch")
     meta = ModelMeta(lowercase=lowercase, topic_tags=args.topic_tags, known_words=KNOWN_WORDS_FILE)
     if not (args.resume and (out / KNOWN_WORDS_FILE).is_file()):
         write_known_words(out / KNOWN_WORDS_FILE, corpus_words(train_file))
@@ -141,7 +141,7 @@ def main(args) -> int:
     cfg = loop_config(args)
     state = run_training(model, train, val, cfg, save_final=save_final, desc="train-base")
     if state.get("finished"):
-        print(f"saved model to {out}")
+        say(f"saved model to {out}")
     return 0
 
 

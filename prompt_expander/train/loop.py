@@ -65,6 +65,12 @@ def add_loop_arguments(p, steps=1000, batch_size=32, lr=1e-3, warmup=100, save_e
                         "printed and recorded; --steps N with them repeats the run exactly")
 
 
+def say(*args, **kw) -> None:
+    """print, on the main process only: under `accelerate launch` or torchrun every process runs the command."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(*args, **kw)
+
+
 def loop_config(args, **extra) -> TrainConfig:
     return TrainConfig(out=args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                        warmup=args.warmup, weight_decay=args.weight_decay, eval_every=args.eval_every,
@@ -262,7 +268,10 @@ def run_training(model, train, val, cfg: TrainConfig, params=None, save_final=No
     check_fit_config(cfg)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    accelerator = Accelerator(mixed_precision=resolve_precision(cfg.precision), cpu=not torch.cuda.is_available())
+    # step_scheduler_with_optimizer=False: accelerate would otherwise step the schedule once per process at every
+    # step (it assumes a data loader it shortened), and with 2 GPUs the cosine ran out at half the steps and rose.
+    accelerator = Accelerator(mixed_precision=resolve_precision(cfg.precision), cpu=not torch.cuda.is_available(),
+                              step_scheduler_with_optimizer=False)
     torch.manual_seed(cfg.seed)
     params = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
@@ -319,6 +328,11 @@ def run_training(model, train, val, cfg: TrainConfig, params=None, save_final=No
     bar = tqdm(total=cfg.steps, initial=state["step"], desc=desc, disable=not accelerator.is_local_main_process,
                dynamic_ncols=True)
     window_tokens, window_start, loss_ema = 0, time.time(), None
+
+    def note(message: str) -> None:  # each process's loss differs; the main one speaks for the run
+        if accelerator.is_main_process:
+            bar.write(message)
+
     stopped_early = False
     timed_tokens, timed_s, steps_this_run = 0, 0.0, 0
     step_times = []  # this run's, for fitting --minutes
@@ -334,7 +348,8 @@ def run_training(model, train, val, cfg: TrainConfig, params=None, save_final=No
             if cfg.grad_clip:
                 accelerator.clip_grad_norm_(params, cfg.grad_clip)
             optimizer.step()
-            scheduler.step()
+            if not getattr(optimizer, "step_was_skipped", False):  # an fp16 overflow skipped it: the schedule waits
+                scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             n_tok = int((labels != -100).sum()) * world  # .sum() waits for the step's kernels, so timing holds
             steps_this_run += 1
@@ -357,27 +372,28 @@ def run_training(model, train, val, cfg: TrainConfig, params=None, save_final=No
             if cfg.minutes and not state.get("fitted_steps") and step == cfg.warmup:
                 steady = step_times[FIT_SKIP_STEPS:] if len(step_times) >= FIT_SKIP_STEPS + FIT_MIN_TIMED_STEPS \
                     else step_times  # a run resumed late in its warm-up: the slower early steps err on the safe side
-                step_s = torch.tensor(float(sorted(steady)[len(steady) // 2]), device=accelerator.device)
+                # the mean, not the median: the occasional slow step (a collection, a sync) recurs all run long
+                step_s = torch.tensor(sum(steady) / len(steady), device=accelerator.device)
                 step_s = float(accelerator.reduce(step_s, "max"))  # every process takes the same steps
                 val_batches = 0 if val is None else min(cfg.max_val_batches, math.ceil(val.batches_per_epoch()))
                 total = fitted_steps(cfg, step, base_elapsed + time.time() - started, step_s, val_batches)
                 set_total_steps(cfg, state, scheduler, total)
                 bar.total = total
                 bar.refresh()
-                bar.write(f"fitted to {cfg.minutes} min: {total} steps at {step_s * 1000:.1f} ms a step "
+                note(f"fitted to {cfg.minutes} min: {total} steps at {step_s * 1000:.1f} ms a step "
                           f"(repeat exactly with --steps {total})")
             if val is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
                 vloss = validation_loss(model, val.all_batches(), accelerator.device, cfg.max_val_batches,
                                         accelerator.autocast)
                 state["history"].append({"step": step, "train_loss": round(loss_ema, 4), "val_loss": round(vloss, 4),
                                          "val_ppl": round(math.exp(vloss), 2), "tokens_seen": state["tokens_seen"]})
-                bar.write(f"step {step}: train {loss_ema:.4f}  val {vloss:.4f}  ppl {math.exp(vloss):.2f}")
+                note(f"step {step}: train {loss_ema:.4f}  val {vloss:.4f}  ppl {math.exp(vloss):.2f}")
                 if vloss < state.get("best_val_loss", math.inf) - 1e-4:
                     state["best_val_loss"], state["evals_without_gain"] = vloss, 0
                 else:
                     state["evals_without_gain"] = state.get("evals_without_gain", 0) + 1
                 if cfg.early_stop_patience and state["evals_without_gain"] >= cfg.early_stop_patience:
-                    bar.write(f"validation loss has not improved for {cfg.early_stop_patience} evaluations: stopping")
+                    note(f"validation loss has not improved for {cfg.early_stop_patience} evaluations: stopping")
                     save_checkpoint()
                     state["early_stopped"] = True
                     break
@@ -387,7 +403,7 @@ def run_training(model, train, val, cfg: TrainConfig, params=None, save_final=No
                 stopped_early = True
                 if step % cfg.save_every:
                     save_checkpoint()
-                bar.write(f"stopping after {cfg.max_minutes} min at step {step}; continue with --resume")
+                note(f"stopping after {cfg.max_minutes} min at step {step}; continue with --resume")
                 break
     bar.close()
     state["finished"] = state["step"] >= cfg.steps or state.get("early_stopped", False)

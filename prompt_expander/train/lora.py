@@ -10,7 +10,7 @@ from pathlib import Path
 from ..model.adapters import ADAPTER_META, base_fingerprint, base_probe, write_portable_config
 from ..fileio import iter_lines, write_json_atomic, write_lines_atomic, write_text_atomic
 from ..model.meta import ModelMeta, copy_tokenizer_files
-from .loop import add_loop_arguments, loop_config, run_training, save_pretrained_atomic
+from .loop import add_loop_arguments, loop_config, run_training, save_pretrained_atomic, say
 
 GPT2_TARGETS = "c_attn,c_proj,c_fc"
 EMBEDDING_MODULES = {"wte", "wpe", "lm_head", "embed_tokens"}
@@ -85,7 +85,7 @@ def _style_files(args, out: Path, tokenizer=None, embeddings=None, lowercase: bo
             train, val, threshold = select_on_topic(train, val, subset, on_topic, tokenizer, embeddings, lowercase)
         except ValueError as e:
             raise SystemExit(f"train-lora: --select-on-topic: {e}") from None
-        print(f"on-topic subset: the {on_topic:.0%} of scoreable prompts scoring {threshold:.4f} or more")
+        say(f"on-topic subset: the {on_topic:.0%} of scoreable prompts scoring {threshold:.4f} or more")
     write_json_atomic(record, recipe)
     return train, val
 
@@ -134,7 +134,7 @@ def main(args) -> int:
                               meta.topic_tags) if val_file else None)
     train = PackedBatches(train_data, row_len, args.batch_size, args.seed, pad, bos)
     val = PackedBatches(val_data, row_len, args.batch_size, args.seed, pad, bos, shuffle=False) if val_data else None
-    print(f"base {base_id}: train {len(train_data)} prompts" + (f", val {len(val_data)}" if val_data else ""))
+    say(f"base {base_id}: train {len(train_data)} prompts" + (f", val {len(val_data)}" if val_data else ""))
 
     if args.freeze_last_k:
         blocks = model.transformer.h
@@ -151,7 +151,7 @@ def main(args) -> int:
         model = get_peft_model(model, lora)
         model.peft_config["default"].base_model_name_or_path = base_id
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    print(f"trainable parameters: {trainable:,}")
+    say(f"trainable parameters: {trainable:,}")
 
     def save_final(model, state):
         val_lines = list(iter_lines(val_file))[:3000] if val_file else []
@@ -184,7 +184,7 @@ def main(args) -> int:
     state = run_training(model, train, val, loop_config(args, base_fingerprint=fingerprint), save_final=save_final,
                          desc="train-lora")
     if state.get("finished"):
-        print(f"saved to {out}")
+        say(f"saved to {out}")
     return 0
 
 
@@ -197,7 +197,7 @@ def merge_to(peft_model, tok, base_folder: Path, dest) -> None:
     if not (base_folder / "vocab.json").exists() and not (base_folder / "tokenizer.json").exists():
         tok.save_pretrained(str(dest))
     copy_tokenizer_files(base_folder, dest)
-    print(f"merged model written to {dest}")
+    say(f"merged model written to {dest}")
 
 
 def adapter_card(args, base_id, state, metrics, base_metrics, n_train, wall_s) -> str:
