@@ -7,7 +7,8 @@
 # device tool (see docs/specificity.md, "Plan for the GPU session"). Writes $OUT/NAME.log and
 # $OUT/NAME.tar.part-aa, -ab, ... (15 MiB each; `cat NAME.tar.part-* | tar -x` here). The weights are saved in
 # fp16 (an 8x512 model is 118 MB in fp32, and at most 64 MiB comes back; a later --save-dtype wins), and the
-# tokenizer cache and the checkpoint stay behind: the folder that comes back is the model.
+# tokenizer cache and the checkpoint stay behind: the folder that comes back is the model. Pass --minutes M (not
+# --steps) to fit the run to the device's time: the steps are chosen from the warm-up's speed.
 set -euo pipefail
 name=${1:?usage: tools/device_train.sh NAME [train-base options...]}
 shift
