@@ -110,7 +110,7 @@ def main(args) -> int:
     val_data = (tokenize_file(val_file, tok, lowercase, bos, eos, args.n_positions, cache / "val.npz", args.topic_tags)
                 if val_file else None)
     say(f"tokenizer: {len(tok)} tokens; train {len(train_data)} prompts / {train_data.n_tokens} tokens"
-          + (f"; val {len(val_data)} prompts" if val_data else ""))
+        + (f"; val {len(val_data)} prompts" if val_data else ""))
     train = PackedBatches(train_data, args.n_positions, args.batch_size, args.seed, pad, bos)
     val = PackedBatches(val_data, args.n_positions, args.batch_size, args.seed, pad, bos, shuffle=False) if val_data else None
     import torch

@@ -381,7 +381,7 @@ def run_training(model, train, val, cfg: TrainConfig, params=None, save_final=No
                 bar.total = total
                 bar.refresh()
                 note(f"fitted to {cfg.minutes} min: {total} steps at {step_s * 1000:.1f} ms a step "
-                          f"(repeat exactly with --steps {total})")
+                     f"(repeat exactly with --steps {total})")
             if val is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
                 vloss = validation_loss(model, val.all_batches(), accelerator.device, cfg.max_val_batches,
                                         accelerator.autocast)

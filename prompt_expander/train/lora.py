@@ -231,6 +231,6 @@ base_model: {base_id}
 
 ## Reproduce
 ```
-python -m prompt_expander train-lora {args.data} --base {args.base or 'models/default'} --out {args.out} --select "{args.select}"{f" --select-on-topic {args.select_on_topic}" if args.select_on_topic else ""} --r {args.r} --alpha {args.alpha} --steps {args.steps} --batch-size {args.batch_size} --lr {args.lr} --resume
+python -m prompt_expander train-lora {args.data} --base {args.base or 'models/default'} --out {args.out} --select "{args.select}"{f" --select-on-topic {args.select_on_topic}" if args.select_on_topic else ""} --r {args.r} --alpha {args.alpha} --steps {state['config']['steps']} --batch-size {args.batch_size} --lr {args.lr} --resume
 ```
 """
