@@ -66,6 +66,24 @@ def test_the_files_hold_each_subjects_on_topic_pick_and_a_rerun_continues(tiny_m
     assert json.loads((out / "self_distill.json").read_text())["seed"] == 5
 
 
+def test_a_run_given_minutes_stops_before_a_part_that_would_not_fit_and_the_same_command_goes_on(
+        tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(self_distill, "PART_SIZE", 3)
+    clock = iter(range(0, 10_000, 10))  # every look at the clock is 10 s later: a part takes 10 s
+    monkeypatch.setattr(self_distill.time, "monotonic", lambda: next(clock))
+    data, out = corpus(tmp_path / "train.txt"), tmp_path / "distill"
+    args = ["self-distill", str(data), "--out", str(out), "--model", str(tiny_model_dir), "--subjects", "7",
+            "--candidates", "2", "--seed", "5", "--minutes", "1"]
+    assert main(args) == 0
+    assert sorted(p.name for p in (out / "parts").iterdir()) == ["0000000.txt", "0000003.txt"]  # a 3rd: past 60 s
+    early = (out / "train.txt").read_text().splitlines() + (out / "val.txt").read_text().splitlines()
+    assert main(args[:-2]) == 0  # without --minutes: the rest, and the files from every part
+    done = (out / "train.txt").read_text().splitlines() + (out / "val.txt").read_text().splitlines()
+    assert done[:len(early)] == early and len(done) > len(early)
+    with pytest.raises(SystemExit):
+        main([*args[:-1], "0"])
+
+
 def test_a_batched_run_decodes_groups_of_subjects_within_each_part(tiny_model_dir, tmp_path, monkeypatch, capsys):
     from prompt_expander.expansion.resident import load_expander
     monkeypatch.setattr(self_distill, "PART_SIZE", 3)

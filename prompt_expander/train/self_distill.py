@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import math
 import random
+import time
 from pathlib import Path
 
 from ..errors import DataError, InputError
@@ -31,6 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=_positive, default=1,
                    help="subjects decoded together (default 1: each line is exactly what `expand` gives). More is "
                         "faster, on a GPU by far, and a line can then differ from `expand`'s by float rounding")
+    p.add_argument("--minutes", type=_positive_minutes, default=0.0,
+                   help="stop after about this many minutes, at the end of a part whose successor would not fit, "
+                        "and write train.txt and val.txt from the parts done (the same command later continues)")
 
 
 def _positive(text: str) -> int:
@@ -40,6 +45,16 @@ def _positive(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number of 1 or more, got {text!r}")
+    return value
+
+
+def _positive_minutes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a positive number of minutes, got {text!r}")
     return value
 
 
@@ -130,11 +145,17 @@ def main(args) -> int:
     parts = out / "parts"
     parts.mkdir(exist_ok=True)
     bar = tqdm(total=len(subjects), desc="self-distill", unit="subject")
+    started, slowest_part = time.monotonic(), 0.0
     for start in range(0, len(subjects), PART_SIZE):
         part = parts / f"{start:07d}.txt"
         if part.exists():  # written whole by an earlier run
             bar.update(min(PART_SIZE, len(subjects) - start))
             continue
+        if args.minutes and time.monotonic() - started + slowest_part > args.minutes * 60:
+            bar.write(f"stopping at subject {start} of {len(subjects)}: the next part would pass {args.minutes} "
+                      "min; the same command continues the run")
+            break
+        part_started = time.monotonic()
         lines = []
         end = min(start + PART_SIZE, len(subjects))
         for first in range(start, end, args.batch):
@@ -151,6 +172,7 @@ def main(args) -> int:
             lines += [" ".join(result.text.split()) for result in results if result.added]
             bar.update(len(group))
         write_lines_atomic(part, lines)
+        slowest_part = max(slowest_part, time.monotonic() - part_started)
     bar.close()
     prompts = [line for part in sorted(parts.glob("*.txt")) for line in iter_lines(part)]
     n_val = max(1, round(len(prompts) * VAL_SHARE)) if len(prompts) > 1 else 0
