@@ -19,4 +19,5 @@ def check_text(text, what: str = "text") -> str:
         raise InputError(f"{what} is not valid UTF-8 (a bad byte at character {e.start + 1})") from None
     return text
 MAX_CANDIDATES = 16  # additions sampled per expansion for the on-topic pick; each is a decoded row
+MAX_PICK_WORDS = 40  # words of each candidate the pick can look at before one is decoded on (pick_words)
 MAX_ROWS = 256  # rows one decode computes (variations x candidates); more go in several decodes

@@ -52,3 +52,8 @@ def test_expand_candidates_keeps_the_cores_pick_and_records_it(tiny_model_dir, c
     assert result["settings"]["candidates"] == 3
     assert main(["expand", "a castle", "--model", str(tiny_model_dir), "--candidates", "17"]) == 1
     assert "candidates" in capsys.readouterr().err
+    assert main(["expand", "a castle", "--model", str(tiny_model_dir), "--seed", "7", "--candidates", "3",
+                 "--pick-words", "4", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["text"] == load_expander(str(tiny_model_dir)).expand("a castle", 7, candidates=3, pick_words=4).text
+    assert result["settings"]["pick_words"] == 4

@@ -91,3 +91,73 @@ def test_the_reference_decode_keeps_the_same_candidate(expander):
 def test_a_bad_candidate_count_is_a_clear_error(expander, bad):
     with pytest.raises(InputError, match="candidates"):
         expander.expand("a castle", seed=0, candidates=bad)
+
+
+def _paused_rows(expander, text, seed, k, words):
+    """k candidate rows of `text` decoded to `words` words each, as the pick by first words decodes them."""
+    from prompt_expander.expansion.budget import approx_clip_tokens, clip_budget
+    from prompt_expander.expansion.decoding import decode_fast
+    prompt = expander._parsed(text, "p")
+    settings = expander._settings({})
+    budget = clip_budget(prompt, settings.budget, approx_clip_tokens)
+    rows = expander._row_decoder(prompt, candidate_seeds(seed, k), settings, budget, approx_clip_tokens,
+                                 pause_at_words=words)
+    decode_fast(expander.model, expander._context_ids(prompt.plain, rows.max_new_tokens), rows, None,
+                expander._unconditional_ids())
+    fresh = expander._row_decoder(prompt, [0], settings, budget, approx_clip_tokens)
+    return rows, fresh
+
+
+def test_a_paused_row_replays_into_a_one_row_decoder_with_every_rule_and_draw_as_it_was(expander):
+    rows, fresh = _paused_rows(expander, "a red fox in the snow", 7, 4, 3)
+    paused = [r for r in range(rows.n) if rows.paused[r]]
+    assert paused and all(rows.words[r] == 3 and rows.done[r] for r in paused)
+    r = paused[-1]
+    fresh.replay(rows, r)
+    assert not fresh.done[0] and fresh.steps == len(rows.tokens[r]) and fresh.words[0] == 3
+    for name in ("tokens", "row_bytes", "trigrams", "word_pairs", "segment"):
+        assert getattr(fresh, name)[0] == getattr(rows, name)[r], name
+    # The pausing token's budget check is not replayed (that token was never written): the clean stop is the
+    # one before it, as in any decode before its next word.
+    assert fresh.clean_len[0] <= rows.clean_len[r] and fresh._fits(0)
+    assert fresh.segment_bans[0].by_prefix == rows.segment_bans[r].by_prefix
+    assert torch.equal(fresh.generators[0].get_state(), rows.generators[r].get_state())
+    with pytest.raises(ValueError):
+        fresh.replay(rows, r)  # only into a fresh decoder
+
+
+def test_picking_by_first_words_reproduces_per_seed_in_any_batch_and_either_decode(expander):
+    text = "a castle on a hill"
+    alone = [expander.expand(text, seed=20 + i, candidates=4, pick_words=3) for i in range(3)]
+    assert all(r.settings["pick_words"] == 3 and r.text.startswith(text + ", ") for r in alone)
+    many = expander.expand_many(text, 3, seed=20, candidates=4, pick_words=3)
+    assert [r.text for r in many] == [r.text for r in alone]
+    reference = expander.expand_many(text, 3, seed=20, candidates=4, pick_words=3, fast=False)
+    assert [r.text for r in reference] == [r.text for r in alone]  # the continuation's positions, both paths
+    assert all(r.clip_tokens <= r.clip_budget for r in alone)
+    plain = expander.expand(text, seed=20).text
+    assert expander.expand(text, seed=20, pick_words=3).text == plain  # one candidate: nothing to pick
+
+
+def test_picking_by_more_words_than_any_row_writes_keeps_a_whole_candidate(expander):
+    text, seed, k = "a red fox in the snow", 7, 4
+    plain = [expander.expand(text, seed=s).added for s in candidate_seeds(seed, k)]
+    assert expander.expand(text, seed=seed, candidates=k, pick_words=40).added in plain
+
+
+def test_progress_of_a_pick_by_first_words_counts_the_variations(expander):
+    calls = []
+    expander.expand_many("a castle", 3, seed=1, candidates=2, pick_words=2, on_progress=lambda d, t: calls.append((d, t)))
+    assert calls == [(1, 3), (2, 3), (3, 3)]
+
+
+@pytest.mark.parametrize("bad", [-1, 41, True, 2.5, "3", None])
+def test_a_bad_pick_words_is_a_clear_error(expander, bad):
+    with pytest.raises(InputError, match="pick_words"):
+        expander.expand("a castle", seed=0, candidates=2, pick_words=bad)
+
+
+def test_subjects_decoded_together_refuse_a_pick_by_first_words_they_would_not_make(expander):
+    with pytest.raises(InputError, match="pick_words"):
+        expander.expand_subjects(["a castle", "a fox"], candidates=2, pick_words=3)
+    assert len(expander.expand_subjects(["a castle", "a fox"], pick_words=3)) == 2  # one candidate: no pick

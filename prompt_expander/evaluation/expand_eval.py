@@ -184,6 +184,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="concept-contrastive decoding lambda (0 = off; default: the model's own)")
     p.add_argument("--candidates", type=int, default=1,
                    help="additions sampled per expansion, the most on-topic kept (1 = off; default 1)")
+    p.add_argument("--pick-words", type=int, default=0,
+                   help="with --candidates: pick by each one's first N words, decoding only the chosen one on")
     p.add_argument("--reference-prompts", default=None,
                    help="validation prompts for the human reference figures (e.g. runs/data/val.txt)")
     p.add_argument("--known-words", default=None,
@@ -206,10 +208,10 @@ def main(args) -> int:
     known = frozenset(corpus_words(args.known_words)) if args.known_words else None
     exp = load_expander(args.model)
     report = expand_eval(exp, inputs, args.seeds, args.lora, embedder, known, temperature=args.temperature,
-                         contrast=args.contrast, candidates=args.candidates)
+                         contrast=args.contrast, candidates=args.candidates, pick_words=args.pick_words)
     report["model"], report["loras"], report["contrast"] = (exp.model_id, args.lora,
                                                           exp.meta.contrast if args.contrast is None else args.contrast)
-    report["candidates"] = args.candidates
+    report["candidates"], report["pick_words"] = args.candidates, args.pick_words
     if args.reference_prompts and embedder is not None:
         report["reference_similarity"] = reference_similarity(embedder, args.reference_prompts)
         human = human_reference(embedder, args.reference_prompts)

@@ -28,6 +28,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--candidates", type=int, default=1, metavar="K",
                    help=f"sample K additions and keep the one closest to the prompt's words, 1 (off) to "
                         f"{MAX_CANDIDATES}: more on-topic, about K times the decode work (default 1)")
+    p.add_argument("--pick-words", type=int, default=0, metavar="N",
+                   help="with --candidates K: pick by each candidate's first N words and decode only the chosen one "
+                        "further (20 at 8 candidates: nearly as on-topic as the whole pick, for about 1.7 times one "
+                        "expansion's time against 2.7); "
+                        "0 = decode all K to the end (default)")
     p.add_argument("--max-tokens", type=int, default=0,
                    help="CLIP tokens the expansion may add; 0 fills the current 75-token chunk (default)")
     p.add_argument("--no-safe", action="store_true", help="allow NSFW words to be added (never censors your words)")
@@ -58,7 +63,7 @@ def _settings(args) -> dict:
     if blocklist.startswith("@"):
         blocklist = _read_word_file(blocklist[1:])
     return dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, budget=args.max_tokens,
-                contrast=args.contrast, candidates=args.candidates,
+                contrast=args.contrast, candidates=args.candidates, pick_words=args.pick_words,
                 safe_mode=not args.no_safe, blocklist=blocklist, negative=args.negative, fast=not args.reference)
 
 

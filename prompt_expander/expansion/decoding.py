@@ -522,12 +522,13 @@ def decode_fast(model, context_ids: list[int], rows: RowDecoder, should_stop: Ca
         fast = FastGPT2(model)
         model._prompt_expander_fast = fast
     device = fast.wte.device
-    total = len(context_ids) + rows.max_new_tokens
+    left = rows.max_new_tokens - rows.steps  # a replayed row (RowDecoder.replay) has its first tokens in the context
+    total = len(context_ids) + left
     contrast = rows.contrast > 0 and unconditional_ids is not None
     graphs = decode_graphs.graphs_for(fast)
     uncond_logits, uncond_pos, uncond_static = None, 0, None
     if contrast:
-        uncond_total = len(unconditional_ids) + rows.max_new_tokens
+        uncond_total = len(unconditional_ids) + left
         uncond_logits = fast.prefill(torch.tensor([unconditional_ids], device=device), rows.n, uncond_total)
         uncond_kv, uncond_pos = fast.kv, len(unconditional_ids)
         if graphs is not None:
@@ -610,7 +611,7 @@ def decode_reference(model, context_ids: list[int], rows: RowDecoder, should_sto
     context = torch.tensor([context_ids] * rows.n, device=device)
     eos = rows.vocab.eos_id
     model.generate(context, attention_mask=torch.ones_like(context), do_sample=False, num_beams=1,
-                   max_new_tokens=rows.max_new_tokens + 1, logits_processor=LogitsProcessorList([Chooser()]),
+                   max_new_tokens=rows.max_new_tokens - rows.steps + 1, logits_processor=LogitsProcessorList([Chooser()]),
                    stopping_criteria=StoppingCriteriaList([Stop()]), pad_token_id=eos, eos_token_id=None)
     return rows
 

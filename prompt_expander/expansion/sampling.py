@@ -90,7 +90,7 @@ class RowDecoder:
     def __init__(self, vocab: VocabInfo, bans: BanTable, seeds, *, temperature: float, top_k: int, top_p: float,
                  budget: int, count: Callable[[str], int], separator: str, min_new_tokens: int,
                  max_new_tokens: int, boost: BanTable | None = None, boost_value: float = 0.0,
-                 contrast: float = 0.0):
+                 contrast: float = 0.0, pause_at_words: int = 0):
         self.vocab, self.bans = vocab, bans
         self.greedy = temperature <= 0
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
@@ -108,6 +108,11 @@ class RowDecoder:
         self.clean_len = [0] * self.n  # tokens up to the last word boundary that fits the budget
         self.done = [False] * self.n
         self.ended_by_eos = [False] * self.n
+        # A row with this many words stops before the next one begins, to be picked and continued (see replay);
+        # 0 = never. paused[r] tells such a stop from a row that is finished.
+        self.pause_at_words = pause_at_words
+        self.words = [0] * self.n
+        self.paused = [False] * self.n
         static = vocab.forbidden.clone()
         static[list(bans.single_tokens())] = True
         self.static_mask = static
@@ -240,6 +245,11 @@ class RowDecoder:
             self.done[r] = True
             self.ended_by_eos[r] = True
             return
+        if self.vocab.starts_word[tok]:
+            if self.pause_at_words and self.words[r] >= self.pause_at_words:
+                self.done[r] = self.paused[r] = True
+                return
+            self.words[r] += 1
         if len(tokens) >= 2:
             self.trigrams[r].setdefault((tokens[-2], tokens[-1]), set()).add(tok)
         if tokens and self.vocab.content_word[tokens[-1]] and self.vocab.content_word[tok]:
@@ -255,6 +265,16 @@ class RowDecoder:
             self.segment[r].append(tok)
         if len(tokens) >= self.max_new_tokens:
             self.done[r] = True
+
+    def replay(self, other: "RowDecoder", r: int) -> None:
+        """Make this one-row decoder row r of `other`, paused: its tokens, bans, budget count and the state of its
+        generator, so that decoding on samples the rest of that row (its tokens go after the context)."""
+        if self.n != 1 or self.steps:
+            raise ValueError("replay needs a fresh one-row decoder")
+        self.generators[0].set_state(other.generators[r].get_state())
+        for tok in other.tokens[r]:
+            self._advance(0, tok)
+        self.steps = len(self.tokens[0])
 
     def row_text(self, r: int) -> str:
         """The row's text up to its last clean stop: the end, or the last comma before a cut modifier.
