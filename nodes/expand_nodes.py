@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..prompt_expander.errors import ExpanderError
-from ..prompt_expander.limits import MAX_CANDIDATES, MAX_CONTRAST, MAX_VARIATIONS
+from ..prompt_expander.limits import MAX_CANDIDATES, MAX_CONTRAST, MAX_PICK_WORDS, MAX_VARIATIONS
 from .comfy_model import (DEFAULT_CHOICE, ExpanderHandle, load_handle, lora_choices, model_choices, resolve_lora,
                           resolve_model)
 
@@ -39,6 +39,11 @@ OPTIONAL_INPUTS = {
                            "tooltip": "Sample this many additions and keep the one whose words are closest to your "
                                       "prompt's: more on-topic, at about this many times the decode work (little "
                                       "on a GPU). 1 = off."}),
+    "pick_words": ("INT", {"default": 0, "min": 0, "max": MAX_PICK_WORDS,
+                           "tooltip": "With candidates: decode them only to this many words, keep the most on-topic "
+                                      "beginning and finish only that one. 20 at 8 candidates was nearly as on-topic "
+                                      "as the whole pick for about 1.7x one expansion's time. 0 = off (every "
+                                      "candidate decoded to its end)."}),
 }
 HIDDEN = {"unique_id": "UNIQUE_ID", "extra_pnginfo": "EXTRA_PNGINFO", "prompt": "PROMPT"}
 
@@ -49,7 +54,7 @@ def _comfy():
 
 
 def run_expansion(expander: ExpanderHandle, text, seed, creativity, budget, safe_mode, blocklist="", negative=False,
-                  n=1, count=None, progress=None, contrast=0.0, candidates=1):
+                  n=1, count=None, progress=None, contrast=0.0, candidates=1, pick_words=0):
     """Expand n variations (seeds seed..seed+n-1) under ComfyUI's memory manager and interrupt flag."""
     if not isinstance(expander, ExpanderHandle):
         raise ExpanderError("Prompt Expander: connect the output of Load Prompt Expander to 'expander'")
@@ -57,7 +62,7 @@ def run_expansion(expander: ExpanderHandle, text, seed, creativity, budget, safe
     mm = _comfy()
     return exp.expand_many(text, n, seed, styles=expander.styles, temperature=creativity, budget=budget,
                            safe_mode=safe_mode, blocklist=blocklist, negative=negative, contrast=contrast,
-                           candidates=candidates, count=count,
+                           candidates=candidates, pick_words=pick_words, count=count,
                            should_stop=mm.throw_exception_if_processing_interrupted, on_progress=progress)
 
 
@@ -168,9 +173,9 @@ class ExpandPrompt:
         return {"required": dict(EXPAND_INPUTS), "optional": dict(OPTIONAL_INPUTS), "hidden": dict(HIDDEN)}
 
     def expand(self, expander, text, seed, creativity, budget, safe_mode, blocklist="", negative=False, contrast=0.0,
-               candidates=1, unique_id=None, extra_pnginfo=None, prompt=None):
+               candidates=1, pick_words=0, unique_id=None, extra_pnginfo=None, prompt=None):
         r = run_expansion(expander, text, seed, creativity, budget, safe_mode, blocklist, negative,
-                          contrast=contrast, candidates=candidates)[0]
+                          contrast=contrast, candidates=candidates, pick_words=pick_words)[0]
         record_in_metadata(unique_id, extra_pnginfo, prompt, [r.text])
         return {"ui": {"text": [r.text]}, "result": (r.text, r.added)}
 
@@ -191,11 +196,12 @@ class ExpandPromptEncode:
         return {"required": required, "optional": dict(OPTIONAL_INPUTS), "hidden": dict(HIDDEN)}
 
     def expand_encode(self, expander, text, seed, creativity, budget, safe_mode, clip, blocklist="", negative=False,
-                      contrast=0.0, candidates=1, unique_id=None, extra_pnginfo=None, prompt=None):
+                      contrast=0.0, candidates=1, pick_words=0, unique_id=None, extra_pnginfo=None, prompt=None):
         if clip is None:
             raise ExpanderError("Prompt Expander: the clip input is empty (does the checkpoint contain a CLIP?)")
         r = run_expansion(expander, text, seed, creativity, budget, safe_mode, blocklist, negative,
-                          count=clip_counter(clip), contrast=contrast, candidates=candidates)[0]
+                          count=clip_counter(clip), contrast=contrast, candidates=candidates,
+                          pick_words=pick_words)[0]
         record_in_metadata(unique_id, extra_pnginfo, prompt, [r.text])
         tokens = clip.tokenize(r.text)
         if hasattr(clip, "encode_from_tokens_scheduled"):
@@ -223,13 +229,14 @@ class ExpandPromptVariations:
         return {"required": required, "optional": dict(OPTIONAL_INPUTS), "hidden": dict(HIDDEN)}
 
     def variations(self, expander, text, seed, creativity, budget, safe_mode, variations, blocklist="",
-                   negative=False, contrast=0.0, candidates=1, unique_id=None, extra_pnginfo=None, prompt=None):
+                   negative=False, contrast=0.0, candidates=1, pick_words=0, unique_id=None, extra_pnginfo=None,
+                   prompt=None):
         import comfy.utils
         bar = comfy.utils.ProgressBar(100)
         results = run_expansion(expander, text, seed, creativity, budget, safe_mode, blocklist, negative,
                                 n=variations, progress=lambda step, total: bar.update_absolute(
                                     min(100, int(100 * step / max(total, 1))), 100), contrast=contrast,
-                                candidates=candidates)
+                                candidates=candidates, pick_words=pick_words)
         bar.update_absolute(100, 100)
         texts = [r.text for r in results]
         record_in_metadata(unique_id, extra_pnginfo, prompt, texts)

@@ -280,17 +280,15 @@ def test_entry_imported_as_a_plain_module_registers_nothing():
     assert module.NODE_CLASS_MAPPINGS == {} and module.WEB_DIRECTORY == "./web/js"
 
 
-@pytest.mark.parametrize("name, value", [("contrast", 0.8), ("candidates", 3)])
-def test_the_input_reaches_the_core_in_every_expand_node(pack, mm, name, value):
+@pytest.mark.parametrize("inputs", [{"contrast": 0.8}, {"candidates": 3}, {"candidates": 3, "pick_words": 2}])
+def test_the_input_reaches_the_core_in_every_expand_node(pack, mm, inputs):
     handle = node(pack, "LoadPromptExpander").load("tiny", "cpu", "fp32")[0]
-    core = [handle.expander.expand("a castle", seed=5 + i, **{name: value}).text for i in range(2)]
-    assert node(pack, "ExpandPrompt").expand(handle, "a castle", 5, 0.8, 0, True, **{name: value})["result"][0] == core[0]
-    out = node(pack, "ExpandPromptVariations").variations(handle, "a castle", 5, 0.8, 0, True, 2, **{name: value})
+    core = [handle.expander.expand("a castle", seed=5 + i, **inputs).text for i in range(2)]
+    assert node(pack, "ExpandPrompt").expand(handle, "a castle", 5, 0.8, 0, True, **inputs)["result"][0] == core[0]
+    out = node(pack, "ExpandPromptVariations").variations(handle, "a castle", 5, 0.8, 0, True, 2, **inputs)
     assert out["result"][0] == core
-    enc = node(pack, "ExpandPromptEncode").expand_encode(handle, "a castle", 5, 0.8, 0, True, FakeClip(),
-                                                         **{name: value})
-    assert enc["result"][1] == handle.expander.expand("a castle", seed=5, count=pack_counter(pack),
-                                                      **{name: value}).text
+    enc = node(pack, "ExpandPromptEncode").expand_encode(handle, "a castle", 5, 0.8, 0, True, FakeClip(), **inputs)
+    assert enc["result"][1] == handle.expander.expand("a castle", seed=5, count=pack_counter(pack), **inputs).text
 
 
 def test_the_contrast_and_candidates_widget_defaults(pack):
@@ -298,8 +296,9 @@ def test_the_contrast_and_candidates_widget_defaults(pack):
     spec = optional["contrast"]
     # On by default at the shipped default model's own setting; a saved workflow keeps the value it was saved with.
     assert spec[1]["default"] == 1.0 and spec[1]["max"] == 2.0
-    # Off by default and the last widget: a workflow saved before it existed loads with its values in place.
-    assert list(optional)[-1] == "candidates" and optional["candidates"][1]["default"] == 1
+    # Off by default and the last widgets: a workflow saved before they existed loads with its values in place.
+    assert list(optional)[-2:] == ["candidates", "pick_words"]
+    assert optional["candidates"][1]["default"] == 1 and optional["pick_words"][1]["default"] == 0
 
 
 def pack_counter(pack):

@@ -15,6 +15,7 @@ KEY_TEMPERATURE = "Prompt Expander temperature"
 KEY_BUDGET = "Prompt Expander budget"
 KEY_CONTRAST = "Prompt Expander contrast"
 KEY_CANDIDATES = "Prompt Expander candidates"
+KEY_PICK_WORDS = "Prompt Expander pick words"
 KEY_SEED = "Prompt Expander seed"
 KEY_SAFE = "Prompt Expander safe"
 KEY_BLOCKLIST = "Prompt Expander blocklist"
@@ -29,7 +30,7 @@ KEY_ERROR = "Prompt Expander error"
 # double the image's metadata. A cut original is not pasted back (see restore_original).
 INFOTEXT_ORIGINAL_MAX = 2000
 PASTE_KEYS = (KEY, KEY_LORA, KEY_TEMPERATURE, KEY_BUDGET, KEY_SEED, KEY_SAFE, KEY_BLOCKLIST, KEY_NEGATIVE, KEY_HIRES,
-              KEY_CONTRAST, KEY_CANDIDATES)
+              KEY_CONTRAST, KEY_CANDIDATES, KEY_PICK_WORDS)
 DEFAULT = "default"
 NO_LORA = "None"
 SEED_PER_IMAGE = "per image (image seed)"
@@ -53,6 +54,7 @@ class Options:
     apply_hires: bool = True
     contrast: float = 0.0  # these last: API callers pass the fields positionally, and older calls stop before them
     candidates: int = 1
+    pick_words: int = 0
 
     @classmethod
     def from_args(cls, args) -> "Options":
@@ -144,7 +146,7 @@ def expand_prompts(expander, prompts, seeds, opts: Options, styles, negative=Fal
                                         budget=int(opts.budget), safe_mode=bool(opts.safe_mode),
                                         blocklist=opts.blocklist, negative=negative, count=count,
                                         contrast=0.0 if negative else float(opts.contrast),
-                                        candidates=int(opts.candidates)).text
+                                        candidates=int(opts.candidates), pick_words=int(opts.pick_words)).text
         out.append(memo[key])
     return out
 
@@ -170,6 +172,8 @@ def apply_to_processing(p, expander, opts: Options, models_root: Path | None = N
         params[KEY_CONTRAST] = float(opts.contrast)
     if int(opts.candidates) != 1:
         params[KEY_CANDIDATES] = int(opts.candidates)
+        if int(opts.pick_words):
+            params[KEY_PICK_WORDS] = int(opts.pick_words)
     params[KEY_SEED] = "image" if opts.seed_mode != SEED_FIXED else int(opts.fixed_seed)
     if not opts.safe_mode:
         params[KEY_SAFE] = False
@@ -305,4 +309,5 @@ def infotext_keys() -> dict:
         "apply_hires": lambda d: str(d.get(KEY_HIRES, "True")) != "False",
         "contrast": _pasted(KEY_CONTRAST, float, 0.0),  # not written when off
         "candidates": _pasted(KEY_CANDIDATES, _whole, 1),
+        "pick_words": _pasted(KEY_PICK_WORDS, _whole, 0),
     }
