@@ -610,8 +610,9 @@ def decode_reference(model, context_ids: list[int], rows: RowDecoder, should_sto
     device = next(model.parameters()).device
     context = torch.tensor([context_ids] * rows.n, device=device)
     eos = rows.vocab.eos_id
+    left = rows.max_new_tokens - rows.steps  # as in decode_fast
     model.generate(context, attention_mask=torch.ones_like(context), do_sample=False, num_beams=1,
-                   max_new_tokens=rows.max_new_tokens - rows.steps + 1, logits_processor=LogitsProcessorList([Chooser()]),
+                   max_new_tokens=left + 1, logits_processor=LogitsProcessorList([Chooser()]),
                    stopping_criteria=StoppingCriteriaList([Stop()]), pad_token_id=eos, eos_token_id=None)
     return rows
 
