@@ -8,6 +8,7 @@ import torch
 
 from ..prompt_expander.errors import ExpanderError
 from ..prompt_expander.host.hosting import PromptExpanderModel
+from ..prompt_expander.model.loading import DTYPES, dtype_to_load_for
 from ..prompt_expander.paths import (BUNDLED_LORAS, DEFAULT_MODEL, find_named_folder, list_adapter_folders,
                                      list_model_folders)
 
@@ -80,11 +81,11 @@ def pick_device_and_dtype(device: str, dtype: str):
     load = {"cpu": torch.device("cpu"), "gpu": mm.get_torch_device()}.get(device) or mm.text_encoder_device()
     offload = mm.text_encoder_offload_device() if load.type != "cpu" else torch.device("cpu")
     if dtype == "auto":
-        # The core's auto (fp32; on CPU bf16 for a model that asks for it on a CPU with native bf16), not fp16 where
-        # ComfyUI's text encoders use it: a shared workflow's seed must write the same text on every machine.
-        dt = "auto" if load.type == "cpu" else torch.float32
+        # The core's auto, not fp16 where ComfyUI's text encoders use it: a shared workflow's seed must write the
+        # same text on every machine.
+        dt = dtype_to_load_for(load)
     else:
-        dt = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
+        dt = DTYPES[dtype]
     return load, offload, dt
 
 

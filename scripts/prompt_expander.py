@@ -50,16 +50,17 @@ def _forge_memory():
 
 
 def pick_device():
-    """GPU or CPU per the settings (under Forge, its text-encoder device), in the core's `auto` dtype: fp32, not
-    the host's fp16, so that a seed writes the same text on every machine."""
+    """GPU or CPU per the settings (under Forge, its text-encoder device), in the core's `auto` dtype: fp32 on a
+    GPU, not the host's fp16, so that a seed writes the same text on every machine."""
     import torch
     from modules import devices
-    want_cpu = getattr(shared.opts, "prompt_expander_device", "GPU") == "CPU"
+    loading = importlib.import_module(core.__name__ + ".model.loading")
     mem = _forge_memory()
-    if want_cpu:  # the core's choice, fp32 or the model's own cpu_dtype (bf16 on a CPU with native bf16)
-        return torch.device("cpu"), "auto"
-    dev = mem.text_encoder_device() if mem is not None else devices.device
-    return dev, ("auto" if getattr(dev, "type", "cpu") == "cpu" else torch.float32)
+    if getattr(shared.opts, "prompt_expander_device", "GPU") == "CPU":
+        dev = torch.device("cpu")
+    else:
+        dev = mem.text_encoder_device() if mem is not None else devices.device
+    return dev, loading.dtype_to_load_for(dev)
 
 
 def get_expander(model_name: str):

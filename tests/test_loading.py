@@ -131,6 +131,9 @@ def test_auto_dtype_is_fp32_on_gpus_too():
     for device in (torch.device("cuda", 0), torch.device("mps"), torch.device("xpu")):
         assert loading.resolve_dtype("auto", device, "bf16") == torch.float32
     assert loading.resolve_dtype("fp16", torch.device("cuda", 0)) == torch.float16
+    # A host loads on the CPU and moves the model: a GPU gets fp32 outright, a CPU the card's own choice.
+    assert loading.dtype_to_load_for(torch.device("cuda", 0)) == torch.float32
+    assert loading.dtype_to_load_for("cpu") == "auto"
 
 
 @pytest.mark.parametrize("native", [True, False])

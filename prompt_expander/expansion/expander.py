@@ -340,8 +340,8 @@ class Expander:
             clip_tokens=count_fn(SEPARATOR + add) if add else 0, clip_budget=budget, model=self.model_id,
             adapters=[list(x) for x in style], settings=settings.public())
 
-    def _picker(self) -> OnTopicPicker:
-        return OnTopicPicker(self.tokenizer, self.model.get_input_embeddings().weight)
+    def _picker(self, min_words: int = OnTopicPicker.MIN_WORDS) -> OnTopicPicker:
+        return OnTopicPicker(self.tokenizer, self.model.get_input_embeddings().weight, min_words)
 
     def _decode(self, prompt: syntax.ParsedPrompt, seeds, settings, budget, count_fn, should_stop,
                 on_progress) -> list[str]:
@@ -375,14 +375,16 @@ class Expander:
         In distribution that is the pick by the first words of whole candidates (the row's own continuation is
         one sample of the rest), at a fraction of their decode (docs/specificity.md: at 8 candidates and 20
         words, 0.051 specificity on PartiPrompts against 0.058 for the whole-addition pick and 0.032 for none)."""
-        picker = OnTopicPicker(self.tokenizer, self.model.get_input_embeddings().weight, min_words=0)
+        picker = self._picker(min_words=0)
         subject = self._in_model_case(prompt.plain)
         unconditional = self._unconditional_ids() if settings.contrast else None
+        context = None
         picked = []
         for i, seed in enumerate(seeds):
             options = candidate_seeds(seed, settings.candidates)
             starts = self._row_decoder(prompt, options, settings, budget, count_fn, pause_at_words=settings.pick_words)
-            context = self._context_ids(prompt.plain, starts.max_new_tokens)
+            if context is None:  # the same for every seed
+                context = self._context_ids(prompt.plain, starts.max_new_tokens)
             self._run_decode(context, starts, settings, should_stop, unconditional)
             # scored tidied, as the whole-addition pick scores its candidates
             best = picker.pick(subject, self._finished_rows(starts, prompt, settings, budget, count_fn))

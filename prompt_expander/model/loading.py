@@ -75,6 +75,12 @@ def resolve_dtype(dtype, device: torch.device, cpu_dtype: str | None = None) -> 
     return DTYPES[dtype]
 
 
+def dtype_to_load_for(device: torch.device):
+    """The dtype a host asks for when it loads on the CPU and moves the model to `device` later: `auto` resolved
+    on the CPU would give a model whose card says `cpu_dtype: bf16` bf16 on the GPU too, so a GPU gets auto's fp32."""
+    return "auto" if torch.device(device).type == "cpu" else torch.float32
+
+
 def check_weights(folder: Path) -> None:
     files = [p.name for p in folder.iterdir() if p.is_file()]
     if any(f.endswith(".safetensors") for f in files):

@@ -335,7 +335,7 @@ def run_training(model, train, val, cfg: TrainConfig, params=None, save_final=No
 
     stopped_early = False
     timed_tokens, timed_s, steps_this_run = 0, 0.0, 0
-    step_times = []  # this run's, for fitting --minutes
+    step_times = []  # this run's warm-up steps, while a --minutes run is being fitted
     with training_kernels(model, accelerator.device):
         while state["step"] < cfg.steps:
             step_start = time.perf_counter()
@@ -353,10 +353,12 @@ def run_training(model, train, val, cfg: TrainConfig, params=None, save_final=No
             optimizer.zero_grad(set_to_none=True)
             n_tok = int((labels != -100).sum()) * world  # .sum() waits for the step's kernels, so timing holds
             steps_this_run += 1
-            step_times.append(time.perf_counter() - step_start)
+            step_took = time.perf_counter() - step_start
+            if cfg.minutes and not state.get("fitted_steps"):
+                step_times.append(step_took)
             if steps_this_run > FIT_SKIP_STEPS:  # steady state: the first steps pay for allocation and warm-up
                 timed_tokens += n_tok
-                timed_s += step_times[-1]
+                timed_s += step_took
             state["step"] += 1
             state["tokens_seen"] += n_tok
             state["elapsed_s"] = base_elapsed + time.time() - started

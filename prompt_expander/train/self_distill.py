@@ -38,24 +38,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "and write train.txt and val.txt from the parts done (the same command later continues)")
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of 1 or more, got {text!r}")
-    return value
+def _positive_number(kind, what: str):
+    """An argparse type: `kind` (int or float) above 0, else an error saying what is wanted."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = 0
+        if not (value > 0 and math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        return value
+    return parse
 
 
-def _positive_minutes(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a positive number of minutes, got {text!r}")
-    return value
+_positive = _positive_number(int, "a whole number of 1 or more")
+_positive_minutes = _positive_number(float, "a positive number of minutes")
 
 
 def subject_of(line: str) -> str | None:
