@@ -20,4 +20,5 @@ def check_text(text, what: str = "text") -> str:
     return text
 MAX_CANDIDATES = 16  # additions sampled per expansion for the on-topic pick; each is a decoded row
 MAX_PICK_WORDS = 40  # words of each candidate the pick can look at before one is decoded on (pick_words)
+MAX_CONTRAST_WORDS = 75  # words of an addition contrast can be limited to (contrast_words); 0 is all of them
 MAX_ROWS = 256  # rows one decode computes (variations x candidates); more go in several decodes

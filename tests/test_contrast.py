@@ -99,3 +99,86 @@ def test_plausibility_is_judged_against_the_best_token_the_row_may_write(expande
                       separator=", ", min_new_tokens=0, max_new_tokens=8, contrast=1.0)
     chosen = rows.choose(conditional, unconditional).item()
     assert chosen in (second, third) and not rows.done[0]
+
+
+def _decoded_rows(expander, text, seeds, **kw):
+    """The rows' tokens as the fast decode leaves them, before any tidy-up."""
+    from prompt_expander.expansion import syntax
+    from prompt_expander.expansion.budget import approx_clip_tokens, clip_budget
+    from prompt_expander.expansion.decoding import decode_fast
+    settings = expander._settings(kw)
+    prompt = syntax.parse_prompt(text)
+    budget = clip_budget(prompt, settings.budget, approx_clip_tokens)
+    rows = expander._row_decoder(prompt, seeds, settings, budget, approx_clip_tokens)
+    decode_fast(expander.model, expander._context_ids(prompt.plain, rows.max_new_tokens), rows, None,
+                expander._unconditional_ids())
+    return rows
+
+
+def test_contrast_words_keeps_the_first_words_and_lets_the_model_alone_choose_the_rest(expander):
+    text, seeds = "a red fox in the snow", [3, 4, 5, 6]
+    whole = _decoded_rows(expander, text, seeds, contrast=1.0)
+    first = _decoded_rows(expander, text, seeds, contrast=1.0, contrast_words=2)
+    plain = _decoded_rows(expander, text, seeds, contrast=0)
+    starts = expander.vocab.starts_word
+    for r in range(len(seeds)):
+        # a token is chosen with contrast while fewer than 2 words precede it
+        shared = next((j for j in range(len(first.tokens[r]) + 1)
+                       if sum(starts[t] for t in first.tokens[r][:j]) >= 2), len(first.tokens[r]))
+        assert first.tokens[r][:shared] == whole.tokens[r][:shared]
+    assert first.tokens != whole.tokens and first.tokens != plain.tokens
+    assert not first.wants_unconditional  # so the decode stopped computing the rows without the input
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.9])
+def test_contrast_words_fast_path_equals_the_reference_and_a_variation_its_seed(expander, temperature):
+    text = "a castle on a hill"
+    kw = dict(temperature=temperature, contrast=0.8, contrast_words=2)
+    many = expander.expand_many(text, 4, seed=11, **kw)
+    assert [r.text for r in many] == [r.text for r in expander.expand_many(text, 4, seed=11, fast=False, **kw)]
+    assert [r.text for r in many] == [expander.expand(text, seed=11 + i, **kw).text for i in range(4)]
+    assert many[0].settings["contrast_words"] == 2
+
+
+def test_contrast_words_past_the_addition_is_contrast_on_every_word(expander):
+    text = "a castle on a hill"
+    every = expander.expand_many(text, 3, seed=2, contrast=1.0)
+    assert every[0].settings["contrast_words"] == 0
+    assert [r.text for r in expander.expand_many(text, 3, seed=2, contrast=1.0, contrast_words=75)] == \
+        [r.text for r in every]
+
+
+def test_pick_words_with_contrast_words_picks_as_before_and_reproduces(expander):
+    text = "a castle on a hill"
+    kw = dict(contrast=1.0, candidates=4, pick_words=3, contrast_words=3)
+    many = expander.expand_many(text, 3, seed=20, **kw)
+    assert [r.text for r in many] == [expander.expand(text, seed=20 + i, **kw).text for i in range(3)]
+    assert [r.text for r in many] == [r.text for r in expander.expand_many(text, 3, seed=20, fast=False, **kw)]
+
+
+@pytest.mark.parametrize("bad", [-1, 76, 2.5, True, "3"])
+def test_a_bad_contrast_words_is_a_clear_error(expander, bad):
+    with pytest.raises(InputError, match="contrast_words"):
+        expander.expand("a castle", seed=0, contrast=1.0, contrast_words=bad)
+
+
+@pytest.mark.parametrize("value", [4, -2, "many"])
+def test_the_models_own_contrast_words(tiny_model_dir, tmp_path, value):
+    """The model card's `contrast_words` is the default, as its `contrast` is; a bad one fails at load."""
+    import json
+    import shutil
+    from prompt_expander.errors import ModelLoadError
+    from prompt_expander.expansion import resident
+    folder = tmp_path / "contrast-words"
+    shutil.copytree(tiny_model_dir, folder)
+    meta = json.loads((folder / "prompt_expander.json").read_text())
+    (folder / "prompt_expander.json").write_text(json.dumps({**meta, "contrast": 1.0, "contrast_words": value}))
+    if not isinstance(value, int) or value < 0:
+        with pytest.raises(ModelLoadError, match="contrast_words"):
+            resident.load_expander(str(folder), resident=False)
+        return
+    exp = resident.load_expander(str(folder), resident=False)
+    own = exp.expand("a red fox in the snow", seed=5)
+    assert own.settings["contrast_words"] == value
+    assert own.text == exp.expand("a red fox in the snow", seed=5, contrast_words=value).text
+    assert exp.expand("a red fox in the snow", seed=5, contrast_words=0).settings["contrast_words"] == 0

@@ -259,6 +259,10 @@ def test_a_decode_computes_the_rows_the_fp16_row_plan_asks_for(tiny_model_dir, m
         widths.clear()
         expander.expand_subjects(["a red fox", "an owl"], seed=3, contrast=contrast)
         assert set(widths) == {width}
+    widths.clear()  # contrast for the first 2 words: 2 rows (run as 3), then the 1 with the input (run as 3)
+    alone = [expander.expand("a red fox", seed=3 + i, contrast=0.5, contrast_words=2).text for i in range(7)]
+    assert [r.text for r in expander.expand_many("a red fox", 7, seed=3, contrast=0.5, contrast_words=2)] == alone
+    assert set(widths) == {3, 14, 8}
     with torch.no_grad():  # weights with other fp32 values go to oneDNN: nothing to pad
         for param in model.parameters():
             param.add_(torch.full_like(param, 1e-6))

@@ -559,12 +559,21 @@ def decode_fast(model, context_ids: list[int], rows: RowDecoder, should_stop: Ca
         fast._prepare_weights(width)
         offsets = torch.tensor([0] * n + [uncond_pos - pos] * n + [0] * (width - 2 * n), device=device)
     dummy = torch.zeros(width - asked, dtype=torch.long, device=device)
+    input_rows_only = False  # contrast is over: step_rows on the rows with the input alone
     while True:
         nxt = rows.choose(logits, uncond_logits)
         if rows.all_done or pos >= total:
             break
         if should_stop is not None:
             should_stop()
+        if contrast and static is None and not rows.wants_unconditional:
+            # Every row is past its contrast words. The rows go on in step_rows, as before, so that a row gets
+            # the same bits whenever the rows beside it stop (a variation must equal its seed alone).
+            contrast, uncond_logits, input_rows_only = False, None, True
+            width = fast.decode_rows(n)
+            fast.kv = [torch.cat([kv[:, :n], kv[:, :1].expand(-1, width - n, -1, -1, -1)], dim=1) for kv in fast.kv]
+            offsets = torch.zeros(width, dtype=torch.long, device=device)
+            dummy = torch.zeros(width - n, dtype=torch.long, device=device)
         if static is not None:
             logits = static.run(nxt, pos)
             if contrast:
@@ -572,6 +581,8 @@ def decode_fast(model, context_ids: list[int], rows: RowDecoder, should_stop: Ca
         elif contrast:
             out = fast.step_rows(torch.cat([nxt, nxt, dummy]), offsets + pos, max(pos, uncond_pos) + 1)
             logits, uncond_logits = out[:n], out[n:2 * n]
+        elif input_rows_only:
+            logits = fast.step_rows(torch.cat([nxt, dummy]), offsets + pos, pos + 1)[:n]
         else:
             logits = fast.step(torch.cat([nxt, dummy]) if len(dummy) else nxt, pos)[:n]
         pos += 1

@@ -18,8 +18,8 @@ from .decoding import (FastGPT2, decode_fast, decode_groups, decode_reference, h
                        ieee_fp32_matmul, weights_changed)
 from ..errors import AdapterError, InputError, ModelLoadError, NegativeNotSupportedError
 from ..fragments import fragments, read_known_words, words_in
-from ..limits import (MAX_ADAPTER_WEIGHT, MAX_CANDIDATES, MAX_CONTRAST, MAX_PICK_WORDS, MAX_ROWS, MAX_VARIATIONS,
-                      check_text)
+from ..limits import (MAX_ADAPTER_WEIGHT, MAX_CANDIDATES, MAX_CONTRAST, MAX_CONTRAST_WORDS, MAX_PICK_WORDS, MAX_ROWS,
+                      MAX_VARIATIONS, check_text)
 from ..model.meta import ModelMeta, file_inside
 from .on_topic import OnTopicPicker, candidate_seeds
 from ..paths import BUNDLED_LORAS
@@ -50,6 +50,10 @@ class ExpandSettings:
     # lambda of concept-contrastive decoding: log p(x | input) - lambda * log p(x | no input);
     # None: the model's own (ModelMeta.contrast). Results record the number used.
     contrast: float | None = None
+    # contrast chooses the first this-many words of an addition, the model alone the rest (the gain in
+    # specificity is the first words', and a decode without the no-input row is faster); 0 = every word;
+    # None: the model's own (ModelMeta.contrast_words)
+    contrast_words: int | None = None
     fast: bool = True  # False runs the stock transformers generate() loop (the reference)
     # additions sampled per expansion, the most on-topic kept (see on_topic.py); 1 = off, the plain expansion
     candidates: int = 1
@@ -68,6 +72,10 @@ class ExpandSettings:
         c = self.contrast
         if c is not None and (isinstance(c, bool) or not isinstance(c, (int, float)) or not (0 <= c <= MAX_CONTRAST)):
             raise InputError(f"contrast must be a number from 0 (off) to {MAX_CONTRAST}, got {c!r}")
+        w = self.contrast_words
+        if w is not None and (isinstance(w, bool) or not isinstance(w, int) or not 0 <= w <= MAX_CONTRAST_WORDS):
+            raise InputError(f"contrast_words must be a whole number from 0 (every word) to {MAX_CONTRAST_WORDS}, "
+                             f"got {w!r}")
         k = self.candidates
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_CANDIDATES:
             raise InputError(f"candidates must be a whole number from 1 (off) to {MAX_CANDIDATES}, got {k!r}")
@@ -330,9 +338,13 @@ class Expander:
         return syntax.parse_prompt(text)
 
     def _settings(self, kw: dict) -> ExpandSettings:
-        """Checked settings, with the model's own contrast where the caller gave none."""
+        """Checked settings, with the model's own contrast and contrast words where the caller gave none."""
         settings = make_settings(**kw)
-        return settings if settings.contrast is not None else replace(settings, contrast=self.meta.contrast)
+        if settings.contrast is None:
+            settings = replace(settings, contrast=self.meta.contrast)
+        if settings.contrast_words is None:
+            settings = replace(settings, contrast_words=self.meta.contrast_words)
+        return settings
 
     def _result(self, text: str, add: str, seed: int, budget: int, count_fn, style, settings) -> ExpansionResult:
         return ExpansionResult(
@@ -394,7 +406,7 @@ class Expander:
                 rows.replay(starts, best)
                 begun = rows.tokens[0]
                 self._run_decode(context + begun, rows, settings, should_stop,
-                                 None if unconditional is None else unconditional + begun)
+                                 unconditional + begun if unconditional and rows.wants_unconditional else None)
                 best = 0
             picked.append(self._finished_rows(rows, prompt, settings, budget, count_fn, only=best)[0])
             if on_progress is not None:
@@ -409,7 +421,8 @@ class Expander:
                           budget=budget, count=count_fn, separator=SEPARATOR,
                           min_new_tokens=min(settings.min_new_tokens, max_new), max_new_tokens=max_new,
                           boost=self._boost(settings), boost_value=settings.positive_bias,
-                          contrast=float(settings.contrast), pause_at_words=pause_at_words)
+                          contrast=float(settings.contrast), contrast_words=settings.contrast_words,
+                          pause_at_words=pause_at_words)
 
     def _finished_rows(self, rows: RowDecoder, prompt: syntax.ParsedPrompt, settings, budget, count_fn,
                        only: int | None = None) -> list[str]:

@@ -90,7 +90,7 @@ class RowDecoder:
     def __init__(self, vocab: VocabInfo, bans: BanTable, seeds, *, temperature: float, top_k: int, top_p: float,
                  budget: int, count: Callable[[str], int], separator: str, min_new_tokens: int,
                  max_new_tokens: int, boost: BanTable | None = None, boost_value: float = 0.0,
-                 contrast: float = 0.0, pause_at_words: int = 0):
+                 contrast: float = 0.0, contrast_words: int = 0, pause_at_words: int = 0):
         self.vocab, self.bans = vocab, bans
         self.greedy = temperature <= 0
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
@@ -119,11 +119,24 @@ class RowDecoder:
         self._static, self._mask_device = None, None
         self.boost, self.boost_value = boost, boost_value
         self.contrast = contrast
+        # Contrast chooses a row's tokens until it has written this many words, and its conditional logits
+        # alone the rest; 0 = to the end. Its gain in specificity is the first words' (docs/specificity.md).
+        self.contrast_words = contrast_words
         self.steps = 0
 
     @property
     def all_done(self) -> bool:
         return all(self.done)
+
+    @property
+    def wants_unconditional(self) -> bool:
+        """Whether a later choice may still read the logits without the input: a decode stops computing them
+        once every row is finished or past contrast_words."""
+        if self.contrast <= 0:
+            return False
+        if not self.contrast_words:
+            return True
+        return any(not done and words < self.contrast_words for done, words in zip(self.done, self.words))
 
     def choose(self, logits: torch.Tensor, unconditional: torch.Tensor | None = None) -> torch.Tensor:
         """Next token per row, from logits of shape [rows, vocab]; finished rows get EOS.
@@ -173,7 +186,12 @@ class RowDecoder:
         if self.contrast > 0 and unconditional is not None:
             # After the bans: plausibility is judged against the best token the row may still write. Judged
             # against a banned one (the user's own word, say), nothing may pass and the row ends at once.
-            logits = contrastive_scores(logits, unconditional.float(), self.contrast)
+            past = [words >= self.contrast_words for words in self.words] if self.contrast_words else []
+            if not (past and all(past)):
+                scores = contrastive_scores(logits, unconditional.float(), self.contrast)
+                if any(past):
+                    scores = torch.where(torch.tensor(past, device=logits.device)[:, None], logits, scores)
+                logits = scores
         if self.greedy:
             best, choice = logits.max(dim=-1)
         else:

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from ..errors import ModelLoadError
-from ..limits import MAX_CONTRAST
+from ..limits import MAX_CONTRAST, MAX_CONTRAST_WORDS
 
 META_FILE = "prompt_expander.json"
 TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
@@ -31,6 +31,8 @@ class ModelMeta:
     cpu_dtype: str | None = None
     # The contrast (concept-contrastive decoding's lambda) an expansion uses when its caller names none.
     contrast: float = 0.0
+    # The words of an addition that contrast chooses when the caller names none (ExpandSettings.contrast_words).
+    contrast_words: int = 0
     format: str = "prompt-expander/1"
 
     CPU_DTYPES = ("fp32", "bf16")
@@ -58,6 +60,10 @@ class ModelMeta:
         c = meta.contrast
         if isinstance(c, bool) or not isinstance(c, (int, float)) or not 0 <= c <= MAX_CONTRAST:
             raise ModelLoadError(f"{path}: 'contrast' must be a number from 0 to {MAX_CONTRAST}, got {c!r}")
+        w = meta.contrast_words
+        if isinstance(w, bool) or not isinstance(w, int) or not 0 <= w <= MAX_CONTRAST_WORDS:
+            raise ModelLoadError(f"{path}: 'contrast_words' must be a whole number from 0 (every word) to "
+                                 f"{MAX_CONTRAST_WORDS}, got {w!r}")
         if meta.cpu_dtype is not None and meta.cpu_dtype not in cls.CPU_DTYPES:
             raise ModelLoadError(f"{path}: 'cpu_dtype' must be one of {cls.CPU_DTYPES}, got {meta.cpu_dtype!r}")
         for name in cls.FILE_FIELDS:
