@@ -57,3 +57,15 @@ def test_expand_candidates_keeps_the_cores_pick_and_records_it(tiny_model_dir, c
     result = json.loads(capsys.readouterr().out)
     assert result["text"] == load_expander(str(tiny_model_dir)).expand("a castle", 7, candidates=3, pick_words=4).text
     assert result["settings"]["pick_words"] == 4
+
+
+def test_expand_contrast_words_keeps_the_cores_text_and_records_it(tiny_model_dir, capsys):
+    from prompt_expander.expansion.resident import load_expander
+    assert main(["expand", "a castle", "--model", str(tiny_model_dir), "--seed", "7", "--contrast", "1",
+                 "--contrast-words", "3", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["text"] == load_expander(str(tiny_model_dir)).expand("a castle", 7, contrast=1.0,
+                                                                       contrast_words=3).text
+    assert result["settings"]["contrast_words"] == 3
+    assert main(["expand", "a castle", "--model", str(tiny_model_dir), "--contrast-words", "-1"]) == 1
+    assert "contrast_words" in capsys.readouterr().err

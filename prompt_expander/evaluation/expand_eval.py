@@ -182,6 +182,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--contrast", type=float, default=None,
                    help="concept-contrastive decoding lambda (0 = off; default: the model's own)")
+    p.add_argument("--contrast-words", type=int, default=None,
+                   help="contrast for the addition's first N words only (0 = every word; default: the model's own)")
     p.add_argument("--candidates", type=int, default=1,
                    help="additions sampled per expansion, the most on-topic kept (1 = off; default 1)")
     p.add_argument("--pick-words", type=int, default=0,
@@ -208,9 +210,11 @@ def main(args) -> int:
     known = frozenset(corpus_words(args.known_words)) if args.known_words else None
     exp = load_expander(args.model)
     report = expand_eval(exp, inputs, args.seeds, args.lora, embedder, known, temperature=args.temperature,
-                         contrast=args.contrast, candidates=args.candidates, pick_words=args.pick_words)
+                         contrast=args.contrast, contrast_words=args.contrast_words, candidates=args.candidates,
+                         pick_words=args.pick_words)
     report["model"], report["loras"], report["contrast"] = (exp.model_id, args.lora,
                                                           exp.meta.contrast if args.contrast is None else args.contrast)
+    report["contrast_words"] = exp.meta.contrast_words if args.contrast_words is None else args.contrast_words
     report["candidates"], report["pick_words"] = args.candidates, args.pick_words
     if args.reference_prompts and embedder is not None:
         report["reference_similarity"] = reference_similarity(embedder, args.reference_prompts)

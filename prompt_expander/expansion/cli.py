@@ -25,6 +25,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--contrast", type=float, default=None, metavar="LAMBDA",
                    help="concept-contrastive decoding, 0 (off) to 2: favour words the prompt makes likelier than they "
                         "are with no prompt, over generic filler (default: the model's own; 1.0 for the shipped one)")
+    p.add_argument("--contrast-words", type=int, default=None, metavar="N",
+                   help="contrast chooses the addition's first N words and the model alone the rest: nearly the "
+                        "same specificity, a faster decode on a CPU; 0 = every word (default: the model's own)")
     p.add_argument("--candidates", type=int, default=1, metavar="K",
                    help=f"sample K additions and keep the one closest to the prompt's words, 1 (off) to "
                         f"{MAX_CANDIDATES}: more on-topic, about K times the decode work (default 1)")
@@ -63,8 +66,9 @@ def _settings(args) -> dict:
     if blocklist.startswith("@"):
         blocklist = _read_word_file(blocklist[1:])
     return dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, budget=args.max_tokens,
-                contrast=args.contrast, candidates=args.candidates, pick_words=args.pick_words,
-                safe_mode=not args.no_safe, blocklist=blocklist, negative=args.negative, fast=not args.reference)
+                contrast=args.contrast, contrast_words=args.contrast_words, candidates=args.candidates,
+                pick_words=args.pick_words, safe_mode=not args.no_safe, blocklist=blocklist, negative=args.negative,
+                fast=not args.reference)
 
 
 def _check_paths(args) -> Path:
