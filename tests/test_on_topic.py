@@ -139,6 +139,19 @@ def test_picking_by_first_words_reproduces_per_seed_in_any_batch_and_either_deco
     assert expander.expand(text, seed=20, pick_words=3).text == plain  # one candidate: nothing to pick
 
 
+def test_beginnings_of_many_seeds_decode_in_batches_of_max_rows_and_each_keeps_its_seeds_text(expander, monkeypatch):
+    from prompt_expander.expansion import expander as expander_module
+    text = "a castle on a hill"
+    alone = [expander.expand(text, seed=30 + i, candidates=3, pick_words=3).text for i in range(5)]
+    decodes = []
+    real = expander._run_decode
+    monkeypatch.setattr(expander, "_run_decode",
+                        lambda context, rows, *a: (decodes.append(rows.n), real(context, rows, *a)))
+    monkeypatch.setattr(expander_module, "MAX_ROWS", 7)  # 2 seeds' beginnings (6 rows) a decode: 3 decodes
+    assert [r.text for r in expander.expand_many(text, 5, seed=30, candidates=3, pick_words=3)] == alone
+    assert [n for n in decodes if n > 1] == [6, 6, 3]
+
+
 def test_picking_by_more_words_than_any_row_writes_keeps_a_whole_candidate(expander):
     text, seed, k = "a red fox in the snow", 7, 4
     plain = [expander.expand(text, seed=s).added for s in candidate_seeds(seed, k)]

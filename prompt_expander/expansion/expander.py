@@ -386,31 +386,40 @@ class Expander:
         those beginnings kept (OnTopicPicker, no length rule: they are all as long) and only its row decoded on.
         In distribution that is the pick by the first words of whole candidates (the row's own continuation is
         one sample of the rest), at a fraction of their decode (docs/specificity.md: at 8 candidates and 20
-        words, 0.051 specificity on PartiPrompts against 0.058 for the whole-addition pick and 0.032 for none)."""
+        words, 0.051 specificity on PartiPrompts against 0.058 for the whole-addition pick and 0.032 for none).
+
+        The beginnings of several seeds decode as one batch, as the whole pick's candidates do (a row's text does
+        not depend on the rows beside it); each chosen row then goes on alone, since the rows' beginnings differ
+        in length and a row's bits could depend on the longest one's (see decoding.decode_groups)."""
+        k = settings.candidates
         picker = self._picker(min_words=0)
         subject = self._in_model_case(prompt.plain)
         unconditional = self._unconditional_ids() if settings.contrast else None
         context = None
         picked = []
-        for i, seed in enumerate(seeds):
-            options = candidate_seeds(seed, settings.candidates)
+        per_decode = max(1, MAX_ROWS // k)
+        for start in range(0, len(seeds), per_decode):
+            group = seeds[start:start + per_decode]
+            options = [c for s in group for c in candidate_seeds(s, k)]
             starts = self._row_decoder(prompt, options, settings, budget, count_fn, pause_at_words=settings.pick_words)
             if context is None:  # the same for every seed
                 context = self._context_ids(prompt.plain, starts.max_new_tokens)
             self._run_decode(context, starts, settings, should_stop, unconditional)
             # scored tidied, as the whole-addition pick scores its candidates
-            best = picker.pick(subject, self._finished_rows(starts, prompt, settings, budget, count_fn))
-            rows = starts
-            if starts.paused[best]:
-                rows = self._row_decoder(prompt, [options[best]], settings, budget, count_fn)
-                rows.replay(starts, best)
-                begun = rows.tokens[0]
-                self._run_decode(context + begun, rows, settings, should_stop,
-                                 unconditional + begun if unconditional and rows.wants_unconditional else None)
-                best = 0
-            picked.append(self._finished_rows(rows, prompt, settings, budget, count_fn, only=best)[0])
-            if on_progress is not None:
-                on_progress(i + 1, len(seeds))
+            tidied = self._finished_rows(starts, prompt, settings, budget, count_fn)
+            for i in range(len(group)):
+                best = i * k + picker.pick(subject, tidied[i * k:(i + 1) * k])
+                if not starts.paused[best]:  # it ended before its pick words: nothing to go on with
+                    picked.append(tidied[best])
+                else:
+                    rows = self._row_decoder(prompt, [options[best]], settings, budget, count_fn)
+                    rows.replay(starts, best)
+                    begun = rows.tokens[0]
+                    self._run_decode(context + begun, rows, settings, should_stop,
+                                     unconditional + begun if unconditional and rows.wants_unconditional else None)
+                    picked.append(self._finished_rows(rows, prompt, settings, budget, count_fn)[0])
+                if on_progress is not None:
+                    on_progress(len(picked), len(seeds))
         return picked
 
     def _row_decoder(self, prompt: syntax.ParsedPrompt, seeds, settings, budget, count_fn,
