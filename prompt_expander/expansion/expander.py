@@ -433,14 +433,12 @@ class Expander:
                           contrast=float(settings.contrast), contrast_words=settings.contrast_words,
                           pause_at_words=pause_at_words)
 
-    def _finished_rows(self, rows: RowDecoder, prompt: syntax.ParsedPrompt, settings, budget, count_fn,
-                       only: int | None = None) -> list[str]:
+    def _finished_rows(self, rows: RowDecoder, prompt: syntax.ParsedPrompt, settings, budget, count_fn) -> list[str]:
         blocked = WordMatcher([*settings.blocklist, *(nsfw_words() if settings.safe_mode else ()),
                                *prompt.content_words])
         known = self.known_words()
         allowed = (prompt.plain, *settings.positive_vocab)
-        which = range(rows.n) if only is None else (only,)
-        return [self.finish(rows.row_text(r), budget, count_fn, blocked, prompt, known, allowed) for r in which]
+        return [self.finish(rows.row_text(r), budget, count_fn, blocked, prompt, known, allowed) for r in range(rows.n)]
 
     def _run_decode(self, context: list[int], rows: RowDecoder, settings, should_stop, unconditional) -> None:
         with ieee_fp32_matmul(self.model.device):
