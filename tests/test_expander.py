@@ -217,6 +217,36 @@ def test_a_cut_row_ends_on_a_whole_modifier(kept_words, want, full=" highly deta
     assert rows.row_text(0) == want
 
 
+def test_a_banned_repeat_spelled_another_way_leaves_its_modifier_out():
+    """After "unreal engine", the pair ban keeps " engine" from following " unreal" again; the model then began the
+    word as " eng" and wrote a comma: "unreal engine, ..., unreal eng". Such a modifier is left out of the text."""
+    from prompt_expander.expansion.resident import load_expander
+    from prompt_expander.expansion.sampling import RowDecoder
+    from prompt_expander.expansion.vocab import BanTable
+    exp = load_expander()  # the shipped model's tokenizer
+    encode = lambda text: exp.tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
+    engine, eng = encode(" engine"), encode(" eng")
+    assert len(engine) == len(eng) == 1 and eng[0] in exp.vocab.respellings(set(engine))
+
+    def decoder():
+        return RowDecoder(exp.vocab, BanTable(), [0], temperature=0, top_k=50, top_p=0.95, budget=75, count=len,
+                          separator=", ", min_new_tokens=0, max_new_tokens=64)
+    rows = decoder()
+    for tok in encode(" unreal engine, 4k, unreal"):
+        rows._advance(0, tok)
+    logits = torch.zeros((1, exp.model.config.vocab_size))
+    logits[0, engine[0]], logits[0, eng[0]] = 20.0, 10.0
+    assert rows.choose(logits).item() == eng[0]  # the banned word, begun another way
+    for tok in encode(", vibrant colors"):
+        rows._advance(0, tok)
+    rows.clean_len[0] = len(rows.tokens[0])
+    assert rows.respelled[0] == {2}
+    assert rows.row_text(0) == " unreal engine, 4k, vibrant colors"
+    fresh = decoder()
+    fresh.replay(rows, 0)  # the pick by first words goes on with it
+    assert fresh.respelled[0] == {2}
+
+
 def test_a_row_whose_only_modifier_was_cut_keeps_it():
     test_a_cut_row_ends_on_a_whole_modifier(" by greg", " by greg", full=" by greg rutkowski")
 

@@ -113,6 +113,10 @@ class RowDecoder:
         self.pause_at_words = pause_at_words
         self.words = [0] * self.n
         self.paused = [False] * self.n
+        # Per row, the modifiers (by their number of commas before) in which the row began a word the repeat
+        # bans had just banned, spelled another way: the model seldom finishes such a spelling, and the text
+        # showed a word cut in two ("unreal engine, ..., unreal eng"). row_text leaves those modifiers out.
+        self.respelled: list[set[int]] = [set() for _ in seeds]
         static = vocab.forbidden.clone()
         static[list(bans.single_tokens())] = True
         self.static_mask = static
@@ -154,6 +158,7 @@ class RowDecoder:
         if self.steps < self.min_new_tokens and eos is not None:
             logits[:, eos] = -math.inf
         ban_rows, ban_cols = [], []
+        respellings = {}
         for r in range(self.n):
             if self.done[r]:
                 continue
@@ -165,14 +170,14 @@ class RowDecoder:
                 extra = extra | seg_ban
             if tokens and self.vocab.starts_word[tokens[-1]] and not self.vocab.has_comma[tokens[-1]]:
                 extra = extra | {tokens[-1]}  # no "part part part": a word never follows itself
+            repeats = set()
             if len(tokens) >= 2:  # no token trigram twice: "greg rutkowski and greg rutkowski" stops
-                seen = self.trigrams[r].get((tokens[-2], tokens[-1]))
-                if seen:
-                    extra = extra | seen
+                repeats |= self.trigrams[r].get((tokens[-2], tokens[-1]), set())
             if tokens:  # nor a pair of content words, whatever precedes it
-                pair = self.word_pairs[r].get(tokens[-1])
-                if pair:
-                    extra = extra | pair
+                repeats |= self.word_pairs[r].get(tokens[-1], set())
+            if repeats:
+                extra = extra | repeats
+                respellings[r] = self.vocab.respellings(repeats)
             cols = [t for t in extra if t < vocab_n]
             ban_rows += [r] * len(cols)
             ban_cols += cols
@@ -202,6 +207,8 @@ class RowDecoder:
         choice_list = choice.tolist()
         for r, tok in enumerate(choice_list):
             if not self.done[r]:
+                if tok in respellings.get(r, ()):
+                    self.respelled[r].add(self.row_bytes[r].count(b","))
                 self._advance(r, tok)
             elif eos is not None:
                 choice_list[r] = eos
@@ -292,6 +299,7 @@ class RowDecoder:
         self.generators[0].set_state(other.generators[r].get_state())
         for tok in other.tokens[r]:
             self._advance(0, tok)
+        self.respelled[0] = set(other.respelled[r])
         self.steps = len(self.tokens[0])
 
     def row_text(self, r: int) -> str:
@@ -300,7 +308,8 @@ class RowDecoder:
         A row cut by the budget or the token limit stops at a word boundary. When the next word carried
         on the same modifier ("..., by greg" of "by greg rutkowski") that modifier is dropped, since half
         of one says something else; when it was a comma or a connector ("by greg rutkowski" + "and")
-        the words kept are a whole phrase. A row whose only modifier was cut keeps it."""
+        the words kept are a whole phrase. A row whose only modifier was cut keeps it. The modifiers in
+        `respelled` are left out."""
         tokens, end = self.tokens[r], self.clean_len[r]
         text = self.vocab.decode(tokens[:end])
         after = self.vocab.decode(tokens[end:end + 4]).lstrip()
@@ -308,4 +317,6 @@ class RowDecoder:
         complete = end == len(tokens) or after.startswith(",") or first in DANGLING
         if not complete and "," in text:
             text = text[: text.rfind(",")]
+        if self.respelled[r]:
+            text = ",".join(part for i, part in enumerate(text.split(",")) if i not in self.respelled[r])
         return text

@@ -40,6 +40,10 @@ class VocabInfo:
         # Tokens that are content words on their own: a pair of them never repeats in one expansion.
         self.content_word = [t.strip().isalpha() and len(t.strip()) >= 3 and t.strip().lower() not in _FUNCTION_WORDS
                              for t in texts]
+        # Word-start tokens that spell the start of a longer word-start token: " eng" and " en" of " engine".
+        ids = {t: i for i, t in enumerate(texts) if self.starts_word[i]}
+        self.word_prefixes = {i: tuple(ids[t[:k]] for k in range(2, len(t)) if t[:k] in ids)
+                              for i, t in enumerate(texts) if self.content_word[i]}
         forbidden = torch.zeros(vocab_size, dtype=torch.bool)
         specials = {i for i in (tokenizer.bos_token_id, tokenizer.pad_token_id, tokenizer.unk_token_id) if i is not None}
         specials |= set(getattr(tokenizer, "all_special_ids", []) or [])
@@ -66,6 +70,13 @@ class VocabInfo:
                 out.append(tokenizer.decode([i]).encode("utf-8"))
         out.extend(b"" for _ in range(vocab_size - len(out)))
         return out
+
+    def respellings(self, banned: set[int]) -> set[int]:
+        """The tokens that begin a banned word another way (" eng" when " engine" is banned), themselves not banned."""
+        out = set()
+        for i in banned:
+            out.update(self.word_prefixes.get(i, ()))
+        return out - banned
 
     def decode(self, ids: Iterable[int]) -> str:
         return b"".join(self.token_bytes[i] for i in ids).decode("utf-8", "ignore")
