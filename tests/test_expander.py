@@ -226,7 +226,7 @@ def test_a_banned_repeat_spelled_another_way_leaves_its_modifier_out():
     exp = load_expander()  # the shipped model's tokenizer
     encode = lambda text: exp.tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
     engine, eng = encode(" engine"), encode(" eng")
-    assert len(engine) == len(eng) == 1 and eng[0] in exp.vocab.respellings(set(engine))
+    assert len(engine) == len(eng) == 1 and exp.vocab.respells(eng[0], set(engine))
 
     def decoder():
         return RowDecoder(exp.vocab, BanTable(), [0], temperature=0, top_k=50, top_p=0.95, budget=75, count=len,

@@ -366,12 +366,10 @@ class Expander:
             return self._decode_picked_prefixes(prompt, seeds, settings, budget, count_fn, should_stop, on_progress)
         picker = self._picker()
         subject = self._in_model_case(prompt.plain)
-        per_decode = max(1, MAX_ROWS // k)  # a row's text does not depend on the rows beside it
-        parts = -(-len(seeds) // per_decode)
+        batches = list(candidate_batches(seeds, k))
+        parts = len(batches)
         picked = []
-        for part, start in enumerate(range(0, len(seeds), per_decode)):
-            group = seeds[start:start + per_decode]
-            rows = [c for s in group for c in candidate_seeds(s, k)]
+        for part, (group, rows) in enumerate(batches):
             progress = None if on_progress is None else (  # one bar over all the parts, not one per part
                 lambda done, total, part=part: on_progress(part * total + done, parts * total))
             added = self._decode_rows(prompt, rows, settings, budget, count_fn, should_stop, progress)
@@ -397,10 +395,7 @@ class Expander:
         unconditional = self._unconditional_ids() if settings.contrast else None
         context = None
         picked = []
-        per_decode = max(1, MAX_ROWS // k)
-        for start in range(0, len(seeds), per_decode):
-            group = seeds[start:start + per_decode]
-            options = [c for s in group for c in candidate_seeds(s, k)]
+        for group, options in candidate_batches(seeds, k):
             starts = self._row_decoder(prompt, options, settings, budget, count_fn, pause_at_words=settings.pick_words)
             if context is None:  # the same for every seed
                 context = self._context_ids(prompt.plain, starts.max_new_tokens)
@@ -569,6 +564,15 @@ class Expander:
                 break
             picked.append(term)
         return SEPARATOR.join(picked)
+
+
+def candidate_batches(seeds: list[int], k: int):
+    """The seeds in groups whose k candidate rows each fit one decode (MAX_ROWS), with those rows' seeds. A row's
+    text does not depend on the rows beside it, so the grouping never changes a seed's pick."""
+    per_decode = max(1, MAX_ROWS // k)
+    for start in range(0, len(seeds), per_decode):
+        group = seeds[start:start + per_decode]
+        yield group, [c for s in group for c in candidate_seeds(s, k)]
 
 
 def strip_dangling(text: str) -> str:

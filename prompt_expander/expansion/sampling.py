@@ -158,7 +158,7 @@ class RowDecoder:
         if self.steps < self.min_new_tokens and eos is not None:
             logits[:, eos] = -math.inf
         ban_rows, ban_cols = [], []
-        respellings = {}
+        repeats_banned = {}
         for r in range(self.n):
             if self.done[r]:
                 continue
@@ -177,7 +177,7 @@ class RowDecoder:
                 repeats |= self.word_pairs[r].get(tokens[-1], set())
             if repeats:
                 extra = extra | repeats
-                respellings[r] = self.vocab.respellings(repeats)
+                repeats_banned[r] = repeats
             cols = [t for t in extra if t < vocab_n]
             ban_rows += [r] * len(cols)
             ban_cols += cols
@@ -207,7 +207,7 @@ class RowDecoder:
         choice_list = choice.tolist()
         for r, tok in enumerate(choice_list):
             if not self.done[r]:
-                if tok in respellings.get(r, ()):
+                if r in repeats_banned and self.vocab.respells(tok, repeats_banned[r]):
                     self.respelled[r].add(self.row_bytes[r].count(b","))
                 self._advance(r, tok)
             elif eos is not None:

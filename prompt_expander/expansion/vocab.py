@@ -71,12 +71,9 @@ class VocabInfo:
         out.extend(b"" for _ in range(vocab_size - len(out)))
         return out
 
-    def respellings(self, banned: set[int]) -> set[int]:
-        """The tokens that begin a banned word another way (" eng" when " engine" is banned), themselves not banned."""
-        out = set()
-        for i in banned:
-            out.update(self.word_prefixes.get(i, ()))
-        return out - banned
+    def respells(self, token: int, banned: set[int]) -> bool:
+        """Whether `token` begins a banned word another way (" eng" when " engine" is banned)."""
+        return token not in banned and any(token in self.word_prefixes.get(i, ()) for i in banned)
 
     def decode(self, ids: Iterable[int]) -> str:
         return b"".join(self.token_bytes[i] for i in ids).decode("utf-8", "ignore")
