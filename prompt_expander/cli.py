@@ -15,6 +15,8 @@ COMMANDS = {
     "train-base": ("train.base", "train a BPE tokenizer and a GPT-2 model from scratch"),
     "self-distill": ("train.self_distill", "training prompts made by a model itself, each the most on-topic of K "
                                            "samples, for train-lora"),
+    "word-vectors": ("train.word_vectors_cli", "learn word vectors from a prompt file into a model folder, for the "
+                                               "on-topic pick"),
     "train-lora": ("train.lora", "fine-tune a LoRA adapter (or the last k blocks) on a base model"),
     "evaluate": ("evaluation.evaluate", "cross-entropy, perplexity and bits per byte of a model on a prompts file"),
     "train-lstm": ("evaluation.lstm", "train the LSTM benchmark (BPE or word level)"),

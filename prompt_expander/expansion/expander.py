@@ -18,10 +18,11 @@ from .decoding import (FastGPT2, decode_fast, decode_groups, decode_reference, h
                        ieee_fp32_matmul, weights_changed)
 from ..errors import AdapterError, InputError, ModelLoadError, NegativeNotSupportedError
 from ..fragments import fragments, read_known_words, words_in
+from ..word_vectors import WordVectors
 from ..limits import (MAX_ADAPTER_WEIGHT, MAX_CANDIDATES, MAX_CONTRAST, MAX_CONTRAST_WORDS, MAX_PICK_WORDS, MAX_ROWS,
                       MAX_VARIATIONS, check_text)
 from ..model.meta import ModelMeta, file_inside
-from .on_topic import OnTopicPicker, candidate_seeds
+from .on_topic import OnTopicPicker, Picker, WordVectorPicker, candidate_seeds
 from ..paths import BUNDLED_LORAS
 from .sampling import RowDecoder, normalise_seed
 from ..splits import join_compounds, tidy_splits
@@ -160,6 +161,7 @@ class Expander:
         self._active_style: tuple = ()
         self._ban_cache: dict = {}
         self._known_words: frozenset | None = None
+        self._word_vectors: WordVectors | None = None
         self._lock = threading.RLock()
         self.fast_supported = getattr(model.config, "model_type", None) in FastGPT2.SUPPORTED
         self.n_positions = (getattr(model.config, "n_positions", None)
@@ -352,7 +354,12 @@ class Expander:
             clip_tokens=count_fn(SEPARATOR + add) if add else 0, clip_budget=budget, model=self.model_id,
             adapters=[list(x) for x in style], settings=settings.public())
 
-    def _picker(self, min_words: int = OnTopicPicker.MIN_WORDS) -> OnTopicPicker:
+    def _picker(self, min_words: int = Picker.MIN_WORDS) -> Picker:
+        """The on-topic pick's scorer: the model's word vectors where its folder has them, else its token
+        embeddings."""
+        word_vectors = self.word_vectors()
+        if word_vectors is not None:
+            return WordVectorPicker(word_vectors, min_words)
         return OnTopicPicker(self.tokenizer, self.model.get_input_embeddings().weight, min_words)
 
     def _decode(self, prompt: syntax.ParsedPrompt, seeds, settings, budget, count_fn, should_stop,
@@ -381,7 +388,8 @@ class Expander:
     def _decode_picked_prefixes(self, prompt: syntax.ParsedPrompt, seeds, settings, budget, count_fn, should_stop,
                                 on_progress) -> list[str]:
         """Per seed, settings.candidates rows decoded to settings.pick_words words each, the most on-topic of
-        those beginnings kept (OnTopicPicker, no length rule: they are all as long) and only its row decoded on.
+        those beginnings kept (the on-topic picker, no length rule: they are all as long) and only its row
+        decoded on.
         In distribution that is the pick by the first words of whole candidates (the row's own continuation is
         one sample of the rest), at a fraction of their decode (docs/specificity.md: at 8 candidates and 20
         words, 0.051 specificity on PartiPrompts against 0.058 for the whole-addition pick and 0.032 for none).
@@ -510,6 +518,13 @@ class Expander:
             except (OSError, EOFError) as e:
                 raise ModelLoadError(f"{path}: cannot read the model's known words ({e})") from None
         return self._known_words
+
+    def word_vectors(self) -> WordVectors | None:
+        """The model's word vectors (see ModelMeta.word_vectors), read once; None without them."""
+        name = self.meta.word_vectors
+        if self._word_vectors is None and name and self.folder is not None:
+            self._word_vectors = WordVectors.load(file_inside(self.folder, name, "word_vectors"))
+        return self._word_vectors
 
     @staticmethod
     def finish(added: str, budget: int, count_fn, blocked: WordMatcher, prompt: syntax.ParsedPrompt,

@@ -22,6 +22,9 @@ class ModelMeta:
     # Words the training corpus writes (gzipped, one per line): the tidy-up drops a modifier with any other word
     # (an invented name, a word cut in two), unless the user wrote it.
     known_words: str | None = None
+    # Word vectors learnt from the training corpus (word_vectors.py): the on-topic pick scores candidates with
+    # them instead of the model's token embeddings.
+    word_vectors: str | None = None
     # Trained on topic-tagged prompts (see topics.tagged): the context names the subject before the prompt.
     topic_tags: bool = False
     # The dtype `auto` picks on a CPU that multiplies bf16 natively ("bf16"), else fp32: a decode step streams
@@ -37,7 +40,7 @@ class ModelMeta:
 
     CPU_DTYPES = ("fp32", "bf16")
 
-    FILE_FIELDS = ("negative_vocabulary", "known_words")  # fields that name a file of the model folder
+    FILE_FIELDS = ("negative_vocabulary", "known_words", "word_vectors")  # fields that name a file of the model folder
 
     @classmethod
     def read(cls, folder: str | Path | None) -> "ModelMeta":
