@@ -135,3 +135,10 @@ def test_the_command_refuses_bad_input_clearly(tmp_path, tiny_model_dir, capsys)
     assert "no such folder" in capsys.readouterr().err
     assert main(["word-vectors", str(tmp_path / "few.txt"), "--model", str(tmp_path), "--window", "0"]) == 1
     assert "--window must be at least 1" in capsys.readouterr().err
+    broken = tmp_path / "broken-card"
+    broken.mkdir()
+    (broken / "prompt_expander.json").write_text("{not json")
+    assert main(["word-vectors", str(themed_corpus(tmp_path / "train.txt")), "--model", str(broken),
+                 "--dimensions", "4"]) == 1
+    assert "prompt_expander.json: cannot read it" in capsys.readouterr().err
+    assert [p.name for p in broken.iterdir()] == ["prompt_expander.json"]  # left as it was, nothing written

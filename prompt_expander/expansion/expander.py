@@ -18,7 +18,6 @@ from .decoding import (FastGPT2, decode_fast, decode_groups, decode_reference, h
                        ieee_fp32_matmul, weights_changed)
 from ..errors import AdapterError, InputError, ModelLoadError, NegativeNotSupportedError
 from ..fragments import fragments, read_known_words, words_in
-from ..word_vectors import WordVectors
 from ..limits import (MAX_ADAPTER_WEIGHT, MAX_CANDIDATES, MAX_CONTRAST, MAX_CONTRAST_WORDS, MAX_PICK_WORDS, MAX_ROWS,
                       MAX_VARIATIONS, check_text)
 from ..model.meta import ModelMeta, file_inside
@@ -26,6 +25,7 @@ from .on_topic import OnTopicPicker, Picker, WordVectorPicker, candidate_seeds
 from ..paths import BUNDLED_LORAS
 from .sampling import RowDecoder, normalise_seed
 from ..splits import join_compounds, tidy_splits
+from ..word_vectors import WordVectors
 from ..topics import TOPIC_TOKEN, tagged
 from .vocab import BanTable, VocabInfo
 from ..wordlists import WordMatcher, nsfw_words, parse_words, read_words

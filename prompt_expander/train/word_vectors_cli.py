@@ -38,17 +38,17 @@ def write_word_vectors(model: str | Path, corpus: str | Path, **settings) -> boo
     """Learn the vectors and name them in the model's card; False when the corpus has too few words for them
     (the card is left as it was)."""
     model = Path(model)
-    vectors = wv.build_word_vectors(corpus, **settings)
-    if vectors is None:
-        return False
-    vectors.save(model / wv.WORD_VECTORS_FILE, **settings)
     card_path = model / META_FILE
-    try:
+    try:  # read before the minutes of building, so that a broken card fails at once
         card = read_json(card_path) if card_path.is_file() else {}
     except (OSError, ValueError) as e:
         raise ModelLoadError(f"{card_path}: cannot read it ({e})") from None
     if not isinstance(card, dict):
         raise ModelLoadError(f"{card_path}: not a JSON object")
+    vectors = wv.build_word_vectors(corpus, **settings)
+    if vectors is None:
+        return False
+    vectors.save(model / wv.WORD_VECTORS_FILE, **settings)
     card["word_vectors"] = wv.WORD_VECTORS_FILE
     write_json_atomic(card_path, card)
     return True
