@@ -130,7 +130,7 @@ def test_the_command_refuses_bad_input_clearly(tmp_path, tiny_model_dir, capsys)
     assert main(["word-vectors", str(tmp_path / "few.txt"), "--model", str(tmp_path)]) == 1
     assert "too little text" in capsys.readouterr().err
     assert main(["word-vectors", str(tmp_path / "missing.txt"), "--model", str(tmp_path)]) == 1
-    assert "no such prompt file" in capsys.readouterr().err
+    assert "no such prompts file" in capsys.readouterr().err
     assert main(["word-vectors", str(tmp_path / "few.txt"), "--model", str(tmp_path / "nope")]) == 1
     assert "no such folder" in capsys.readouterr().err
     assert main(["word-vectors", str(tmp_path / "few.txt"), "--model", str(tmp_path), "--window", "0"]) == 1

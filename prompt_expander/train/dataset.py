@@ -7,8 +7,19 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import DataError
 from ..fileio import atomic_path, iter_lines
 from ..topics import tagged
+
+
+def prompts_file(data: str | Path) -> Path:
+    """A prompt file, or a `prepare` folder's train.txt; a clear error when there is neither."""
+    path = Path(data)
+    if path.is_dir():
+        path = path / "train.txt"
+    if not path.is_file():
+        raise DataError(f"{data}: no such prompts file (or `prepare` folder with a train.txt)")
+    return path
 
 
 class TokenizedPrompts:

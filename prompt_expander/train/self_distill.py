@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..errors import DataError, InputError
 from ..fileio import iter_lines, read_json, write_json_atomic, write_lines_atomic
+from .dataset import prompts_file
 from .on_topic_subset import MAX_SUBJECT_WORDS, modifier_subjects
 
 MAX_SENTENCE_WORDS = 14
@@ -125,11 +126,7 @@ def main(args) -> int:
     from ..expansion.resident import load_expander
     from ..limits import MAX_ROWS
 
-    data = Path(args.data)
-    if data.is_dir():
-        data = data / "train.txt"
-    if not data.is_file():
-        raise DataError(f"{args.data}: no such prompts file (or `prepare` folder with a train.txt)")
+    data = prompts_file(args.data)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     exp = load_expander(args.model)

@@ -9,6 +9,7 @@ from ..errors import DataError, ModelLoadError
 from ..fileio import read_json, write_json_atomic
 from ..model.meta import META_FILE
 from .. import word_vectors as wv
+from .dataset import prompts_file
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -23,15 +24,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                                        f"(default {wv.MAX_WORDS})")
     p.add_argument("--min-count", type=int, default=wv.MIN_COUNT, help="and only words written this often "
                                                                        f"(default {wv.MIN_COUNT})")
-
-
-def corpus_file(data: str | Path) -> Path:
-    path = Path(data)
-    if path.is_dir():
-        path = path / "train.txt"
-    if not path.is_file():
-        raise DataError(f"{data}: no such prompt file (or `prepare` folder with a train.txt)")
-    return path
 
 
 def write_word_vectors(model: str | Path, corpus: str | Path, **settings) -> bool:
@@ -61,7 +53,7 @@ def main(args) -> int:
     if not Path(args.model).is_dir():
         raise DataError(f"--model {args.model}: no such folder")
     started = time.time()
-    written = write_word_vectors(args.model, corpus_file(args.data), window=args.window,
+    written = write_word_vectors(args.model, prompts_file(args.data), window=args.window,
                                  dimensions=args.dimensions, max_words=args.max_words, min_count=args.min_count)
     if not written:
         raise DataError(f"{args.data}: fewer than 3 words written {args.min_count} times or more; "
