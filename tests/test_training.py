@@ -384,16 +384,41 @@ def test_minutes_needs_a_warm_up_to_time(data_dir, tmp_path):
     assert r.returncode != 0 and "--warmup of at least 8" in r.stderr
 
 
+# The CLI, with each process's tokenizer training and tokenising logged to $CALLS_LOG as "RANK what".
+COUNTING_CLI = """
+import os, sys
+import prompt_expander.train.dataset as dataset
+import prompt_expander.train.tokenizer as tokenizer
+from prompt_expander.cli import main
+
+def logged(what, fn):
+    def wrapper(*args, **kw):
+        with open(os.environ["CALLS_LOG"], "a") as f:
+            f.write(os.environ.get("RANK", "0") + " " + what + "\\n")
+        return fn(*args, **kw)
+    return wrapper
+
+tokenizer.train_bpe = logged("train_bpe", tokenizer.train_bpe)
+dataset.TokenizedPrompts.build = classmethod(logged("tokenise", dataset.TokenizedPrompts.build.__func__))
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def test_two_processes_share_one_schedule_and_one_voice(data_dir, tmp_path):
     """torchrun on the CPU (gloo) stands in for `accelerate launch` on several GPUs: accelerate had stepped the
-    schedule once per process, so with 2 the cosine ran out at half the steps and rose again."""
+    schedule once per process, so with 2 the cosine ran out at half the steps and rose again; and every process
+    trained its own tokenizer and tokenised the corpus again into the same files."""
     out = tmp_path / "ddp"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+    driver, calls = tmp_path / "counting_cli.py", tmp_path / "calls.log"
+    driver.write_text(COUNTING_CLI)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1",
+           "CALLS_LOG": str(calls)}
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                        "-m", "prompt_expander", "train-base", str(data_dir), "--out", str(out), "--steps", "30",
+                        str(driver), "train-base", str(data_dir), "--out", str(out), "--steps", "30",
                         "--save-every", "30", "--eval-every", "15", *BASE_FLAGS], env=env, capture_output=True,
                        text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
+    assert sorted(calls.read_text().splitlines()) == ["0 tokenise", "0 tokenise", "0 train_bpe"]
     scheduler = torch.load(out / "checkpoint" / "scheduler.bin", weights_only=True)
     assert scheduler["last_epoch"] == 30 and scheduler["_last_lr"] == [0.0, 0.0]
     summary = json.loads((out / "training_summary.json").read_text())

@@ -5,10 +5,11 @@ import argparse
 import time
 from pathlib import Path
 
-from ..fileio import iter_lines, write_json_atomic, write_text_atomic
+from ..fileio import atomic_path, iter_lines, write_json_atomic, write_text_atomic
 from ..fragments import KNOWN_WORDS_FILE, corpus_words, write_known_words
 from ..model.meta import META_FILE, ModelMeta
-from .loop import CHECKPOINT_DIR, add_loop_arguments, loop_config, run_training, save_pretrained_atomic, say
+from .loop import (CHECKPOINT_DIR, add_loop_arguments, is_main_process, loop_config, main_process_first,
+                   run_training, save_pretrained_atomic, say)
 
 NEGATIVE_VOCAB = "negative_vocab.txt"
 
@@ -100,15 +101,18 @@ def main(args) -> int:
     train_file, val_file = _paths(args)
     lowercase = not args.no_lowercase
     started = time.time()
-    tok = load_or_train_tokenizer(out, train_file, args.vocab_size, lowercase, args.n_positions, args.resume,
-                                  args.topic_tags)
-    bos, eos, pad = tok.bos_token_id, tok.eos_token_id, tok.pad_token_id
-    cache = out / "cache"
-    cache.mkdir(exist_ok=True)
-    train_data = tokenize_file(train_file, tok, lowercase, bos, eos, args.n_positions, cache / "train.npz",
-                               args.topic_tags)
-    val_data = (tokenize_file(val_file, tok, lowercase, bos, eos, args.n_positions, cache / "val.npz", args.topic_tags)
-                if val_file else None)
+    with main_process_first():
+        tok = load_or_train_tokenizer(out, train_file, args.vocab_size, lowercase, args.n_positions, args.resume,
+                                      args.topic_tags)
+        bos, eos, pad = tok.bos_token_id, tok.eos_token_id, tok.pad_token_id
+        cache = out / "cache"
+        cache.mkdir(exist_ok=True)
+        train_data = tokenize_file(train_file, tok, lowercase, bos, eos, args.n_positions, cache / "train.npz",
+                                   args.topic_tags)
+        val_data = (tokenize_file(val_file, tok, lowercase, bos, eos, args.n_positions, cache / "val.npz",
+                                  args.topic_tags) if val_file else None)
+        if is_main_process() and not (args.resume and (out / KNOWN_WORDS_FILE).is_file()):
+            write_known_words(out / KNOWN_WORDS_FILE, corpus_words(train_file))
     say(f"tokenizer: {len(tok)} tokens; train {len(train_data)} prompts / {train_data.n_tokens} tokens"
         + (f"; val {len(val_data)} prompts" if val_data else ""))
     train = PackedBatches(train_data, args.n_positions, args.batch_size, args.seed, pad, bos)
@@ -119,11 +123,11 @@ def main(args) -> int:
     n_params = sum(p.numel() for p in model.parameters())
     say(f"model: {n_params / 1e6:.2f}M parameters, about {train.batches_per_epoch():.0f} steps per epoch")
     meta = ModelMeta(lowercase=lowercase, topic_tags=args.topic_tags, known_words=KNOWN_WORDS_FILE)
-    if not (args.resume and (out / KNOWN_WORDS_FILE).is_file()):
-        write_known_words(out / KNOWN_WORDS_FILE, corpus_words(train_file))
     if args.negative_vocab:
-        import shutil
-        shutil.copyfile(args.negative_vocab, out / NEGATIVE_VOCAB)
+        if is_main_process():
+            import shutil
+            with atomic_path(out / NEGATIVE_VOCAB) as tmp:
+                shutil.copyfile(args.negative_vocab, tmp)
         meta.negative_vocabulary = NEGATIVE_VOCAB
     elif (out / NEGATIVE_VOCAB).is_file():  # a resumed run keeps the terms its first invocation shipped
         meta.negative_vocabulary = NEGATIVE_VOCAB

@@ -65,10 +65,30 @@ def add_loop_arguments(p, steps=1000, batch_size=32, lr=1e-3, warmup=100, save_e
                         "printed and recorded; --steps N with them repeats the run exactly")
 
 
+def is_main_process() -> bool:
+    """Under `accelerate launch` or torchrun every process runs the command; rank 0 speaks and writes for all."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def say(*args, **kw) -> None:
-    """print, on the main process only: under `accelerate launch` or torchrun every process runs the command."""
-    if int(os.environ.get("RANK", "0")) == 0:
+    """print, on the main process only."""
+    if is_main_process():
         print(*args, **kw)
+
+
+@contextlib.contextmanager
+def main_process_first():
+    """Under torchrun or `accelerate launch`, the main process builds what the run reads (tokenizer, token caches,
+    subsets, word lists) while the others wait, and they then find it built: each used to train its own tokenizer
+    and tokenise the whole corpus again, minutes of work per process on the real data, into the same files."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        yield
+        return
+    from accelerate import PartialState
+
+    # the same device choice as run_training's Accelerator, which shares this state
+    with PartialState(cpu=not torch.cuda.is_available()).main_process_first():
+        yield
 
 
 def loop_config(args, **extra) -> TrainConfig:

@@ -10,7 +10,7 @@ from pathlib import Path
 from ..model.adapters import ADAPTER_META, base_fingerprint, base_probe, write_portable_config
 from ..fileio import iter_lines, write_json_atomic, write_lines_atomic, write_text_atomic
 from ..model.meta import ModelMeta, copy_tokenizer_files
-from .loop import add_loop_arguments, loop_config, run_training, save_pretrained_atomic, say
+from .loop import add_loop_arguments, loop_config, main_process_first, run_training, save_pretrained_atomic, say
 
 GPT2_TARGETS = "c_attn,c_proj,c_fc"
 EMBEDDING_MODULES = {"wte", "wpe", "lm_head", "embed_tokens"}
@@ -118,20 +118,21 @@ def main(args) -> int:
     folder, base_id, model, tok = load_base(args.base)
     meta = ModelMeta.read(folder)
     fingerprint, probe = base_fingerprint(model), base_probe(model)
-    train_file, val_file = _style_files(args, out, tok, model.get_input_embeddings().weight.detach(),
-                                        meta.lowercase, fingerprint)
     n_pos = getattr(model.config, "n_positions", 1024)
     row_len = min(n_pos, 128)
     bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    cache = out / "cache"
-    cache.mkdir(exist_ok=True)
-    train_data = tokenize_file(train_file, tok, meta.lowercase, bos, tok.eos_token_id, row_len, cache / "train.npz",
-                               meta.topic_tags)
+    with main_process_first():
+        train_file, val_file = _style_files(args, out, tok, model.get_input_embeddings().weight.detach(),
+                                            meta.lowercase, fingerprint)
+        cache = out / "cache"
+        cache.mkdir(exist_ok=True)
+        train_data = tokenize_file(train_file, tok, meta.lowercase, bos, tok.eos_token_id, row_len,
+                                   cache / "train.npz", meta.topic_tags)
+        val_data = (tokenize_file(val_file, tok, meta.lowercase, bos, tok.eos_token_id, row_len, cache / "val.npz",
+                                  meta.topic_tags) if val_file else None)
     if len(train_data) == 0:
         raise SystemExit(f"train-lora: no training prompts in {train_file}")
-    val_data = (tokenize_file(val_file, tok, meta.lowercase, bos, tok.eos_token_id, row_len, cache / "val.npz",
-                              meta.topic_tags) if val_file else None)
     train = PackedBatches(train_data, row_len, args.batch_size, args.seed, pad, bos)
     val = PackedBatches(val_data, row_len, args.batch_size, args.seed, pad, bos, shuffle=False) if val_data else None
     say(f"base {base_id}: train {len(train_data)} prompts" + (f", val {len(val_data)}" if val_data else ""))
