@@ -285,6 +285,9 @@ def test_the_specificity_report_keeps_sections_written_by_hand(tmp_path):
     (runs / "m-0.5-parti200.json").write_text(json.dumps({
         "specificity": 0.02, "on_topic_matched": 0.5, "added_words_mean": 30.0, "distinct_2": 0.9,
         "junk_rate": 0.01, "ms_per_expansion": 50.0, "human_specificity": 0.049, "human_on_topic_matched": 0.571}))
+    (runs / "m-1-people500.json").write_text(json.dumps({
+        "specificity": 0.035, "on_topic_matched": 0.559, "added_words_mean": 37.0, "distinct_2": 0.91,
+        "junk_rate": 0.0, "ms_per_expansion": 93.0, "human_specificity": 0.049, "human_on_topic_matched": 0.571}))
     doc = tmp_path / "spec.md"
     doc.write_text("# old\n\n## partiprompts (first 200)\n\nold table\n\n## My analysis\n\nkept text\n\n"
                    "## Commands\n\nold commands\n")
@@ -294,4 +297,7 @@ def test_the_specificity_report_keeps_sections_written_by_hand(tmp_path):
     text = doc.read_text()
     assert "| model M | 0.5 | 0.020 | 0.500 | 30.0 | 0.900 | 0.010 | 50 | n/a |" in text
     assert "old table" not in text and "old commands" not in text
+    people = text.index("## people's own subjects")
+    assert text.index("| model M | 1 | 0.035 | 0.559 | 37.0 | 0.910 | 0.000 | 93 | n/a |") > people
+    assert "--subjects --limit 500" in text[text.index("## Commands"):]
     assert text.index("## My analysis") < text.index("kept text") < text.index("## Commands")

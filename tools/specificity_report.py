@@ -14,10 +14,16 @@ sys.path.insert(0, str(ROOT))
 from prompt_expander.fileio import write_text_atomic  # noqa: E402
 
 INPUTS = {"imagenet100": "imagenet_classes (first 100)", "simple_animals": "simple_animals (45)",
-          "parti200": "partiprompts (first 200)"}
-COMMAND = ("python -m prompt_expander expand-eval INPUTS --model MODEL --seeds 3 --limit 200 --contrast LAMBDA "
-           "--known-words runs/data/train.txt --json runs/eval/MODEL-LAMBDA-INPUTS.json   "
-           "# one of them with --reference-prompts runs/data/val.txt")
+          "parti200": "partiprompts (first 200)",
+          "people500": "people's own subjects (the first 500 validation prompts that open with one)"}
+COMMANDS = [
+    "python -m prompt_expander expand-eval INPUTS --model MODEL --seeds 3 --limit 200 --contrast LAMBDA "
+    "--known-words runs/data/train.txt --json runs/eval/MODEL-LAMBDA-INPUTS.json   "
+    "# one of them with --reference-prompts runs/data/val.txt",
+    "python -m prompt_expander expand-eval runs/data/val.txt --subjects --limit 500 --model MODEL --seeds 3 "
+    "--contrast LAMBDA --known-words runs/data/train.txt --json runs/eval/MODEL-LAMBDA-people500.json   "
+    "# people's own subjects, with their figures",
+]
 COMMANDS_HEADING = "## Commands"
 
 
@@ -64,6 +70,9 @@ def main() -> int:
              "- **specificity**: cos(input, its own added text) minus the mean cos(other inputs, that added text); "
              "the added part is embedded alone.",
              "- **on-topic, 12 words**: cos(input, input + the first 12 added words), so lengths compare fairly.",
+             "- **neighbour_list_rate**: the share of additions with 4 or more modifiers of 1-2 words that the judge "
+             "puts within cosine 0.4 of the input, i.e. lists of things like the subject, which raise specificity "
+             "without describing it. People's prompts: 0.012.",
              "- **human**: the same two figures for real validation prompts whose first comma segment has 1-3 words "
              "(the subject is the input, the rest the added text): the goal is at least this.",
              "- **bits/byte**: held-out bits per byte on the first 5,000 prompts of the (mended) validation split.",
@@ -87,7 +96,7 @@ def main() -> int:
         lines += hand_written_sections(out.read_text(encoding="utf-8"), generated)
         if lines[-1] != "":
             lines.append("")
-    lines += [COMMANDS_HEADING, "", "```", COMMAND,
+    lines += [COMMANDS_HEADING, "", "```", *COMMANDS,
               "python -m prompt_expander evaluate runs/data/val.txt --model MODEL --limit 5000 --json runs/eval/MODEL-val.json",
               "python tools/specificity_report.py --system NAME=DESCRIPTION ... --machine '...'", "```", ""]
     write_text_atomic(out, "\n".join(lines))
