@@ -1,6 +1,7 @@
 """Broken fragments in generated text: bot flags, stray numbers, split-off letters, words a corpus never writes."""
 from __future__ import annotations
 
+import bisect
 import gzip
 import re
 from collections import Counter
@@ -40,15 +41,36 @@ KNOWN_WORDS_FILE = "known_words.txt.gz"
 MIN_COUNT = 3  # a word the training corpus writes fewer times than this is taken for a fragment
 
 
+TRUNCATION_RATIO = 10  # a cut word's whole form is written at least this many times as often as the cut one
+
+
 def count_known_words(lines: Iterable[str], min_count: int = MIN_COUNT) -> list[str]:
     """Every lower-cased word of two or more letters, and every hyphenated compound ("close-up"), written at
-    least `min_count` times, sorted. The compounds let the tidy-up join a split 'close - up' back."""
-    counts = Counter()
+    least `min_count` times, sorted. The compounds let the tidy-up join a split 'close - up' back.
+
+    Words cut off by a prompt's length limit are left out: a word written `min_count` times only because
+    prompts ended on it, which begins a word written TRUNCATION_RATIO times as often ("artstat", "beautif",
+    "backgro"). A rare word that prompts merely end on ("carolingian") stays."""
+    counts, at_end = Counter(), Counter()
     for line in lines:
-        line = line.lower()
-        counts.update(_WORD.findall(line))
+        line = line.lower().rstrip()
+        words = _WORD.findall(line)
+        counts.update(words)
         counts.update(_COMPOUND.findall(line))
-    return sorted(w for w, n in counts.items() if n >= min_count)
+        if words and line.endswith(words[-1]):
+            at_end[words[-1]] += 1
+    known = sorted(w for w, n in counts.items() if n >= min_count)
+    return [w for w in known if counts[w] - at_end[w] >= min_count or not _cut_from_longer(w, known, counts)]
+
+
+def _cut_from_longer(word: str, known: list[str], counts: Counter) -> bool:
+    """Whether a known word that begins with `word` is written TRUNCATION_RATIO times as often."""
+    i = bisect.bisect_right(known, word)
+    while i < len(known) and known[i].startswith(word):
+        if counts[known[i]] >= TRUNCATION_RATIO * counts[word]:
+            return True
+        i += 1
+    return False
 
 
 def corpus_words(corpus: str | Path, min_count: int = MIN_COUNT) -> list[str]:

@@ -79,9 +79,10 @@ def expand_eval_section(ee, args) -> list[str]:
         "`neighbour_list_rate` flags additions that list things like their input (4 or more modifiers of 1-2 "
         "words within cosine 0.4 of it), which raise specificity without describing the subject. `junk_rate` is "
         "the share of expansions whose added text holds a broken fragment: a bot flag, a stray or mangled number, "
-        "a letter split off a word, or a word the training corpus writes fewer than 3 times. The shipped default "
-        "drops such modifiers using that same word list, so its rate of 0 shows the filter working rather than "
-        "an independent judgement.", ""]
+        "a letter split off a word, or a word the training corpus writes fewer than 3 times (or only where "
+        "prompts were cut off: `artstat`, `beautif`). The shipped default drops such modifiers using nearly that "
+        "same word list (it keeps the cut-off words), so its rate of 0 shows the filter working rather than an "
+        "independent judgement.", ""]
 
 
 def commands_block(commands) -> list[str]:
