@@ -76,6 +76,9 @@ def say(*args, **kw) -> None:
         print(*args, **kw)
 
 
+PREPARE_WAIT_MINUTES = 120
+
+
 @contextlib.contextmanager
 def main_process_first():
     """Under torchrun or `accelerate launch`, the main process builds what the run reads (tokenizer, token caches,
@@ -84,10 +87,14 @@ def main_process_first():
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         yield
         return
+    from datetime import timedelta
+
     from accelerate import PartialState
 
-    # the same device choice as run_training's Accelerator, which shares this state
-    with PartialState(cpu=not torch.cuda.is_available()).main_process_first():
+    # The same device choice as run_training's Accelerator, which shares this state. The others wait at a barrier
+    # for as long as the corpus takes, which on a large one can pass NCCL's default of 10 minutes.
+    state = PartialState(cpu=not torch.cuda.is_available(), timeout=timedelta(minutes=PREPARE_WAIT_MINUTES))
+    with state.main_process_first():
         yield
 
 
