@@ -39,8 +39,6 @@ _COMPOUND = re.compile(r"\b[^\W\d_]+-[^\W\d_]+\b")  # "close-up", "william-adolp
 
 KNOWN_WORDS_FILE = "known_words.txt.gz"
 MIN_COUNT = 3  # a word the training corpus writes fewer times than this is taken for a fragment
-
-
 TRUNCATION_RATIO = 10  # a cut word's whole form is written at least this many times as often as the cut one
 
 
