@@ -62,10 +62,11 @@ def count_known_words(lines: Iterable[str], min_count: int = MIN_COUNT) -> list[
 
 
 def _cut_from_longer(word: str, known: list[str], counts: Counter) -> bool:
-    """Whether a known word that begins with `word` is written TRUNCATION_RATIO times as often."""
+    """Whether a known word that begins with `word` is written TRUNCATION_RATIO times as often. Its plural does
+    not count: `bystander` is a word of its own even where `bystanders` is far commoner."""
     i = bisect.bisect_right(known, word)
     while i < len(known) and known[i].startswith(word):
-        if counts[known[i]] >= TRUNCATION_RATIO * counts[word]:
+        if counts[known[i]] >= TRUNCATION_RATIO * counts[word] and known[i] not in (word + "s", word + "es"):
             return True
         i += 1
     return False

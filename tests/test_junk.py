@@ -47,10 +47,11 @@ def test_words_outside_the_corpus_are_fragments_unless_the_user_wrote_them(tmp_p
 def test_words_cut_off_at_a_prompts_end_are_not_known_but_rare_whole_words_are():
     lines = (["portrait, trending on artstation"] * 30 + ["portrait, trending on artstat"] * 3
              + ["castle, carolingian"] * 3 + ["portrait, beautif"] * 2 + ["beautif portrait"]
-             + ["a beautiful woman"] * 30)
+             + ["a beautiful woman"] * 30 + ["street, bystander"] * 3 + ["street, bystanders, rain"] * 30)
     known = count_known_words(lines)
     assert "artstation" in known and "artstat" not in known  # seen only where prompts were cut
     assert "carolingian" in known  # prompts end on it, but no commoner word starts with it
+    assert "bystander" in known  # its plural is commoner, but a singular is no cut
     assert "beautif" not in known  # 2 of its 3 at an end: 1 elsewhere is under min_count
     assert "beautif" in count_known_words(lines + ["beautif portrait"] * 2)  # written mid-prompt 3 times
 
