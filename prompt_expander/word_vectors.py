@@ -1,6 +1,7 @@
 """Word vectors learnt from the training prompts (PPMI + SVD): which words a prompt writes near which others."""
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections import Counter
@@ -56,13 +57,8 @@ def build_word_vectors(corpus: str | Path, window: int = WINDOW, dimensions: int
 
 
 def _chunks(lines: Iterable[str], size: int) -> Iterable[list[str]]:
-    chunk = []
-    for line in lines:
-        chunk.append(line)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
+    it = iter(lines)
+    while chunk := list(itertools.islice(it, size)):
         yield chunk
 
 
