@@ -127,6 +127,8 @@ class PromptExpanderScript(scripts.Script):
                                        label="Candidates (1 = off; keeps the most on-topic of this many)")
                 pick_words = gr.Slider(0, limits.MAX_PICK_WORDS, value=0, step=1,
                                        label="Pick by first words (0 = off; with candidates, finish only the best start)")
+                contrast_words = gr.Slider(-1, limits.MAX_CONTRAST_WORDS, value=-1, step=1,
+                                           label="Contrast words (-1 = the model's own; 0 = every word; N = the first N)")
             with gr.Row():
                 seed_mode = gr.Radio([webui.SEED_PER_IMAGE, webui.SEED_FIXED], value=webui.SEED_PER_IMAGE,
                                      label="Expansion seed")
@@ -139,7 +141,8 @@ class PromptExpanderScript(scripts.Script):
         components = dict(enabled=enabled, model=model, lora=lora, lora_strength=lora_strength,
                           temperature=temperature, budget=budget, seed_mode=seed_mode, fixed_seed=fixed_seed,
                           safe_mode=safe_mode, blocklist=blocklist, expand_negative=expand_negative,
-                          apply_hires=apply_hires, contrast=contrast, candidates=candidates, pick_words=pick_words)
+                          apply_hires=apply_hires, contrast=contrast, candidates=candidates, pick_words=pick_words,
+                          contrast_words=contrast_words)
         readers = webui.infotext_keys()
         self.infotext_fields = [(components[name], reader) for name, reader in readers.items()]
         self.paste_field_names = list(webui.PASTE_KEYS)

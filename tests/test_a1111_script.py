@@ -59,7 +59,7 @@ def test_script_shape_and_ui(script):
     s = script.PromptExpanderScript()
     assert s.title() == "Prompt Expander" and s.show(False) is modules.scripts.AlwaysVisible
     comps = s.ui(False)
-    assert len(comps) == 15  # the API args, in Options order; contrast, candidates and pick_words the newest, last
+    assert len(comps) == 16  # the API args, in Options order; contrast, candidates, pick_words, contrast_words last
     assert comps[1].args[0] == ["default", "tiny"] and comps[2].args[0] == ["None", "anime", "on-topic", "photo", "tinystyle"]
     assert {k for _, k in s.infotext_fields if isinstance(k, str)} == {"Prompt Expander"}  # the rest: readers
     from modules import shared
@@ -254,11 +254,12 @@ def test_a_hires_prompt_equal_to_the_prompt_is_not_expanded_twice(script, monkey
 
 
 @pytest.mark.parametrize("name, value, key, off, arg, also", [
-    ("contrast", 0.8, "Prompt Expander contrast", 0.0, -3, {}),
-    ("candidates", 3, "Prompt Expander candidates", 1, -2, {}),
-    ("pick_words", 2, "Prompt Expander pick words", 0, -1, {"candidates": 3})])
+    ("contrast", 0.8, "Prompt Expander contrast", 0.0, -4, {}),
+    ("candidates", 3, "Prompt Expander candidates", 1, -3, {}),
+    ("pick_words", 2, "Prompt Expander pick words", 0, -2, {"candidates": 3}),
+    ("contrast_words", 2, "Prompt Expander contrast words", -1, -1, {"contrast": 1.0})])
 def test_a_setting_reaches_the_core_is_stored_and_pasted_back(script, tiny_model_dir, name, value, key, off, arg, also):
-    """contrast, candidates and pick_words, the newest API args (arg: their place from the end)."""
+    """contrast, candidates, pick_words and contrast_words, the newest API args (arg: their place from the end)."""
     p = make_p(["a castle"], [3])
     run(script, p, **{name: value}, **also)
     assert p.all_prompts[0] == core_expand(tiny_model_dir, "a castle", 3, **{name: value}, **also)

@@ -280,7 +280,8 @@ def test_entry_imported_as_a_plain_module_registers_nothing():
     assert module.NODE_CLASS_MAPPINGS == {} and module.WEB_DIRECTORY == "./web/js"
 
 
-@pytest.mark.parametrize("inputs", [{"contrast": 0.8}, {"candidates": 3}, {"candidates": 3, "pick_words": 2}])
+@pytest.mark.parametrize("inputs", [{"contrast": 0.8}, {"candidates": 3}, {"candidates": 3, "pick_words": 2},
+                                    {"candidates": 3, "pick_words": 2, "contrast_words": 2}, {"contrast_words": 0}])
 def test_the_input_reaches_the_core_in_every_expand_node(pack, mm, inputs):
     handle = node(pack, "LoadPromptExpander").load("tiny", "cpu", "fp32")[0]
     core = [handle.expander.expand("a castle", seed=5 + i, **inputs).text for i in range(2)]
@@ -297,8 +298,28 @@ def test_the_contrast_and_candidates_widget_defaults(pack):
     # On by default at the shipped default model's own setting; a saved workflow keeps the value it was saved with.
     assert spec[1]["default"] == 1.0 and spec[1]["max"] == 2.0
     # Off by default and the last widgets: a workflow saved before they existed loads with its values in place.
-    assert list(optional)[-2:] == ["candidates", "pick_words"]
+    assert list(optional)[-3:] == ["candidates", "pick_words", "contrast_words"]
     assert optional["candidates"][1]["default"] == 1 and optional["pick_words"][1]["default"] == 0
+    # -1 is the model's own setting, so an older workflow's text does not change.
+    assert optional["contrast_words"][1]["default"] == -1 and optional["contrast_words"][1]["max"] == 75
+
+
+def test_contrast_words_minus_one_is_the_models_own_and_a_value_overrides_it(pack, mm, tiny_model_dir):
+    import json
+    import os
+    folder = Path(os.environ["FAKE_COMFY_MODELS"]) / "prompt_expander" / "tiny-contrast-words"
+    if not folder.exists():
+        shutil.copytree(tiny_model_dir, folder)
+        card = folder / "prompt_expander.json"
+        meta = json.loads(card.read_text()) if card.is_file() else {}
+        card.write_text(json.dumps({**meta, "contrast": 1.0, "contrast_words": 2}))
+    handle = node(pack, "LoadPromptExpander").load("tiny-contrast-words", "cpu", "fp32")[0]
+    expand = node(pack, "ExpandPrompt").expand
+    own = expand(handle, "a castle", 5, 0.8, 0, True, contrast=1.0)["result"][0]
+    assert own == expand(handle, "a castle", 5, 0.8, 0, True, contrast=1.0, contrast_words=-1)["result"][0]
+    assert own == handle.expander.expand("a castle", seed=5, contrast=1.0, contrast_words=2).text
+    every = expand(handle, "a castle", 5, 0.8, 0, True, contrast=1.0, contrast_words=0)["result"][0]
+    assert every == handle.expander.expand("a castle", seed=5, contrast=1.0, contrast_words=0).text
 
 
 def pack_counter(pack):

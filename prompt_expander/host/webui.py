@@ -16,6 +16,7 @@ KEY_BUDGET = "Prompt Expander budget"
 KEY_CONTRAST = "Prompt Expander contrast"
 KEY_CANDIDATES = "Prompt Expander candidates"
 KEY_PICK_WORDS = "Prompt Expander pick words"
+KEY_CONTRAST_WORDS = "Prompt Expander contrast words"
 KEY_SEED = "Prompt Expander seed"
 KEY_SAFE = "Prompt Expander safe"
 KEY_BLOCKLIST = "Prompt Expander blocklist"
@@ -30,7 +31,7 @@ KEY_ERROR = "Prompt Expander error"
 # double the image's metadata. A cut original is not pasted back (see restore_original).
 INFOTEXT_ORIGINAL_MAX = 2000
 PASTE_KEYS = (KEY, KEY_LORA, KEY_TEMPERATURE, KEY_BUDGET, KEY_SEED, KEY_SAFE, KEY_BLOCKLIST, KEY_NEGATIVE, KEY_HIRES,
-              KEY_CONTRAST, KEY_CANDIDATES, KEY_PICK_WORDS)
+              KEY_CONTRAST, KEY_CANDIDATES, KEY_PICK_WORDS, KEY_CONTRAST_WORDS)
 DEFAULT = "default"
 NO_LORA = "None"
 SEED_PER_IMAGE = "per image (image seed)"
@@ -55,6 +56,7 @@ class Options:
     contrast: float = 0.0  # these last: API callers pass the fields positionally, and older calls stop before them
     candidates: int = 1
     pick_words: int = 0
+    contrast_words: int = -1  # -1: the model's own (ExpandSettings.contrast_words None)
 
     @classmethod
     def from_args(cls, args) -> "Options":
@@ -146,7 +148,9 @@ def expand_prompts(expander, prompts, seeds, opts: Options, styles, negative=Fal
                                         budget=int(opts.budget), safe_mode=bool(opts.safe_mode),
                                         blocklist=opts.blocklist, negative=negative, count=count,
                                         contrast=0.0 if negative else float(opts.contrast),
-                                        candidates=int(opts.candidates), pick_words=int(opts.pick_words)).text
+                                        candidates=int(opts.candidates), pick_words=int(opts.pick_words),
+                                        contrast_words=None if opts.contrast_words == -1 else opts.contrast_words
+                                        ).text
         out.append(memo[key])
     return out
 
@@ -170,6 +174,8 @@ def apply_to_processing(p, expander, opts: Options, models_root: Path | None = N
     params[KEY_BUDGET] = int(opts.budget)
     if float(opts.contrast):
         params[KEY_CONTRAST] = float(opts.contrast)
+    if opts.contrast_words != -1 and float(opts.contrast):
+        params[KEY_CONTRAST_WORDS] = int(opts.contrast_words)
     if int(opts.candidates) != 1:
         params[KEY_CANDIDATES] = int(opts.candidates)
         if int(opts.pick_words):
@@ -310,4 +316,5 @@ def infotext_keys() -> dict:
         "contrast": _pasted(KEY_CONTRAST, float, 0.0),  # not written when off
         "candidates": _pasted(KEY_CANDIDATES, _whole, 1),
         "pick_words": _pasted(KEY_PICK_WORDS, _whole, 0),
+        "contrast_words": _pasted(KEY_CONTRAST_WORDS, _whole, -1),
     }
