@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from ..prompt_expander.errors import ExpanderError
-from ..prompt_expander.limits import MAX_CANDIDATES, MAX_CONTRAST, MAX_CONTRAST_WORDS, MAX_PICK_WORDS, MAX_VARIATIONS
+from ..prompt_expander.limits import (MAX_CANDIDATES, MAX_CONTRAST, MAX_CONTRAST_WORDS, MAX_PICK_WORDS, MAX_VARIATIONS,
+                                      MODELS_OWN, or_models_own)
 from .comfy_model import (DEFAULT_CHOICE, ExpanderHandle, load_handle, lora_choices, model_choices, resolve_lora,
                           resolve_model)
 
@@ -44,8 +45,7 @@ OPTIONAL_INPUTS = {
                                       "beginning and finish only that one. 20 at 8 candidates was nearly as on-topic "
                                       "as the whole pick for about 1.7x one expansion's time. 0 = off (every "
                                       "candidate decoded to its end)."}),
-    # -1 passes no value, so a workflow saved before this widget keeps the model's own setting and its text.
-    "contrast_words": ("INT", {"default": -1, "min": -1, "max": MAX_CONTRAST_WORDS,
+    "contrast_words": ("INT", {"default": MODELS_OWN, "min": MODELS_OWN, "max": MAX_CONTRAST_WORDS,
                                "tooltip": "Contrast chooses only the addition's first this-many words, the model "
                                           "alone the rest: faster, and most of contrast's gain is in the first "
                                           "words. 16 with 4 candidates picked by 16 words and the on-topic style "
@@ -62,7 +62,7 @@ def _comfy():
 
 
 def run_expansion(expander: ExpanderHandle, text, seed, creativity, budget, safe_mode, blocklist="", negative=False,
-                  n=1, count=None, progress=None, contrast=0.0, candidates=1, pick_words=0, contrast_words=-1):
+                  n=1, count=None, progress=None, contrast=0.0, candidates=1, pick_words=0, contrast_words=MODELS_OWN):
     """Expand n variations (seeds seed..seed+n-1) under ComfyUI's memory manager and interrupt flag."""
     if not isinstance(expander, ExpanderHandle):
         raise ExpanderError("Prompt Expander: connect the output of Load Prompt Expander to 'expander'")
@@ -70,7 +70,7 @@ def run_expansion(expander: ExpanderHandle, text, seed, creativity, budget, safe
     mm = _comfy()
     return exp.expand_many(text, n, seed, styles=expander.styles, temperature=creativity, budget=budget,
                            safe_mode=safe_mode, blocklist=blocklist, negative=negative, contrast=contrast,
-                           contrast_words=None if contrast_words == -1 else contrast_words,
+                           contrast_words=or_models_own(contrast_words),
                            candidates=candidates, pick_words=pick_words, count=count,
                            should_stop=mm.throw_exception_if_processing_interrupted, on_progress=progress)
 
@@ -182,7 +182,7 @@ class ExpandPrompt:
         return {"required": dict(EXPAND_INPUTS), "optional": dict(OPTIONAL_INPUTS), "hidden": dict(HIDDEN)}
 
     def expand(self, expander, text, seed, creativity, budget, safe_mode, blocklist="", negative=False, contrast=0.0,
-               candidates=1, pick_words=0, contrast_words=-1, unique_id=None, extra_pnginfo=None, prompt=None):
+               candidates=1, pick_words=0, contrast_words=MODELS_OWN, unique_id=None, extra_pnginfo=None, prompt=None):
         r = run_expansion(expander, text, seed, creativity, budget, safe_mode, blocklist, negative,
                           contrast=contrast, candidates=candidates, pick_words=pick_words,
                           contrast_words=contrast_words)[0]
@@ -206,8 +206,8 @@ class ExpandPromptEncode:
         return {"required": required, "optional": dict(OPTIONAL_INPUTS), "hidden": dict(HIDDEN)}
 
     def expand_encode(self, expander, text, seed, creativity, budget, safe_mode, clip, blocklist="", negative=False,
-                      contrast=0.0, candidates=1, pick_words=0, contrast_words=-1, unique_id=None, extra_pnginfo=None,
-                      prompt=None):
+                      contrast=0.0, candidates=1, pick_words=0, contrast_words=MODELS_OWN, unique_id=None,
+                      extra_pnginfo=None, prompt=None):
         if clip is None:
             raise ExpanderError("Prompt Expander: the clip input is empty (does the checkpoint contain a CLIP?)")
         r = run_expansion(expander, text, seed, creativity, budget, safe_mode, blocklist, negative,
@@ -240,7 +240,7 @@ class ExpandPromptVariations:
         return {"required": required, "optional": dict(OPTIONAL_INPUTS), "hidden": dict(HIDDEN)}
 
     def variations(self, expander, text, seed, creativity, budget, safe_mode, variations, blocklist="",
-                   negative=False, contrast=0.0, candidates=1, pick_words=0, contrast_words=-1, unique_id=None,
+                   negative=False, contrast=0.0, candidates=1, pick_words=0, contrast_words=MODELS_OWN, unique_id=None,
                    extra_pnginfo=None, prompt=None):
         import comfy.utils
         bar = comfy.utils.ProgressBar(100)

@@ -22,3 +22,11 @@ MAX_CANDIDATES = 16  # additions sampled per expansion for the on-topic pick; ea
 MAX_PICK_WORDS = 40  # words of each candidate the pick can look at before one is decoded on (pick_words)
 MAX_CONTRAST_WORDS = 75  # words of an addition contrast can be limited to (contrast_words); 0 is all of them
 MAX_ROWS = 256  # rows one decode computes (variations x candidates); more go in several decodes
+# A host widget's value for "the model's own setting" (the core's None): a widget cannot hold None, and a graph
+# saved before the widget existed loads with this default and keeps its text.
+MODELS_OWN = -1
+
+
+def or_models_own(value):
+    """A host widget's value as the core takes it: None for MODELS_OWN."""
+    return None if value == MODELS_OWN else value

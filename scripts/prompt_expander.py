@@ -127,8 +127,9 @@ class PromptExpanderScript(scripts.Script):
                                        label="Candidates (1 = off; keeps the most on-topic of this many)")
                 pick_words = gr.Slider(0, limits.MAX_PICK_WORDS, value=0, step=1,
                                        label="Pick by first words (0 = off; with candidates, finish only the best start)")
-                contrast_words = gr.Slider(-1, limits.MAX_CONTRAST_WORDS, value=-1, step=1,
-                                           label="Contrast words (-1 = the model's own; 0 = every word; N = the first N)")
+                contrast_words = gr.Slider(limits.MODELS_OWN, limits.MAX_CONTRAST_WORDS, value=limits.MODELS_OWN,
+                                           step=1, label="Contrast words (-1 = the model's own; 0 = every word; "
+                                                         "N = the first N)")
             with gr.Row():
                 seed_mode = gr.Radio([webui.SEED_PER_IMAGE, webui.SEED_FIXED], value=webui.SEED_PER_IMAGE,
                                      label="Expansion seed")

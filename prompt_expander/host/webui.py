@@ -7,6 +7,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from ..errors import ExpanderError, InputError
+from ..limits import MODELS_OWN, or_models_own
 from ..paths import BUNDLED_LORAS, DEFAULT_MODEL, find_named_folder, list_adapter_folders, list_model_folders
 
 KEY = "Prompt Expander"  # infotext key holding the model; its presence re-enables the script on paste
@@ -56,7 +57,7 @@ class Options:
     contrast: float = 0.0  # these last: API callers pass the fields positionally, and older calls stop before them
     candidates: int = 1
     pick_words: int = 0
-    contrast_words: int = -1  # -1: the model's own (ExpandSettings.contrast_words None)
+    contrast_words: int = MODELS_OWN
 
     @classmethod
     def from_args(cls, args) -> "Options":
@@ -149,8 +150,7 @@ def expand_prompts(expander, prompts, seeds, opts: Options, styles, negative=Fal
                                         blocklist=opts.blocklist, negative=negative, count=count,
                                         contrast=0.0 if negative else float(opts.contrast),
                                         candidates=int(opts.candidates), pick_words=int(opts.pick_words),
-                                        contrast_words=None if opts.contrast_words == -1 else opts.contrast_words
-                                        ).text
+                                        contrast_words=or_models_own(opts.contrast_words)).text
         out.append(memo[key])
     return out
 
@@ -174,7 +174,7 @@ def apply_to_processing(p, expander, opts: Options, models_root: Path | None = N
     params[KEY_BUDGET] = int(opts.budget)
     if float(opts.contrast):
         params[KEY_CONTRAST] = float(opts.contrast)
-    if opts.contrast_words != -1 and float(opts.contrast):
+    if opts.contrast_words != MODELS_OWN and float(opts.contrast):
         params[KEY_CONTRAST_WORDS] = int(opts.contrast_words)
     if int(opts.candidates) != 1:
         params[KEY_CANDIDATES] = int(opts.candidates)
@@ -316,5 +316,5 @@ def infotext_keys() -> dict:
         "contrast": _pasted(KEY_CONTRAST, float, 0.0),  # not written when off
         "candidates": _pasted(KEY_CANDIDATES, _whole, 1),
         "pick_words": _pasted(KEY_PICK_WORDS, _whole, 0),
-        "contrast_words": _pasted(KEY_CONTRAST_WORDS, _whole, -1),
+        "contrast_words": _pasted(KEY_CONTRAST_WORDS, _whole, MODELS_OWN),
     }

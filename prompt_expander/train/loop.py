@@ -10,6 +10,7 @@ import pickle
 import platform
 import shutil
 import time
+from datetime import timedelta
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -87,8 +88,6 @@ def main_process_first():
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         yield
         return
-    from datetime import timedelta
-
     from accelerate import PartialState
 
     # The same device choice as run_training's Accelerator, which shares this state. The others wait at a barrier
