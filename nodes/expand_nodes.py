@@ -36,15 +36,17 @@ OPTIONAL_INPUTS = {
                                       "over words any prompt would get, so the addition is about your subject. "
                                       "0 turns it off. About 1.1x the decode time."}),
     # Last: a saved workflow lists its widget values in order, and older ones stop before this.
-    "candidates": ("INT", {"default": 1, "min": 1, "max": MAX_CANDIDATES,
+    "candidates": ("INT", {"default": MODELS_OWN, "min": MODELS_OWN, "max": MAX_CANDIDATES,
                            "tooltip": "Sample this many additions and keep the one whose words are closest to your "
                                       "prompt's: more on-topic, at about this many times the decode work (little "
-                                      "on a GPU). 1 = off."}),
-    "pick_words": ("INT", {"default": 0, "min": 0, "max": MAX_PICK_WORDS,
+                                      "on a GPU). 1 = off; -1 = the model's own (the default: 4 for the shipped "
+                                      "model, 1 for one without a setting)."}),
+    "pick_words": ("INT", {"default": MODELS_OWN, "min": MODELS_OWN, "max": MAX_PICK_WORDS,
                            "tooltip": "With candidates: decode them only to this many words, keep the most on-topic "
-                                      "beginning and finish only that one. 20 at 8 candidates was nearly as on-topic "
-                                      "as the whole pick for about 1.7x one expansion's time. 0 = off (every "
-                                      "candidate decoded to its end)."}),
+                                      "beginning and finish only that one: most of the whole pick's gain at a "
+                                      "fraction of its time. 0 = every candidate decoded to its end; -1 = the "
+                                      "model's own (the default: 16 for the shipped model, 0 for one without a "
+                                      "setting)."}),
     "contrast_words": ("INT", {"default": MODELS_OWN, "min": MODELS_OWN, "max": MAX_CONTRAST_WORDS,
                                "tooltip": "Contrast chooses only the addition's first this-many words, the model "
                                           "alone the rest: faster, and most of contrast's gain is in the first "
@@ -62,7 +64,8 @@ def _comfy():
 
 
 def run_expansion(expander: ExpanderHandle, text, seed, creativity, budget, safe_mode, blocklist="", negative=False,
-                  n=1, count=None, progress=None, contrast=0.0, candidates=1, pick_words=0, contrast_words=MODELS_OWN):
+                  n=1, count=None, progress=None, contrast=0.0, candidates=MODELS_OWN, pick_words=MODELS_OWN,
+                  contrast_words=MODELS_OWN):
     """Expand n variations (seeds seed..seed+n-1) under ComfyUI's memory manager and interrupt flag."""
     if not isinstance(expander, ExpanderHandle):
         raise ExpanderError("Prompt Expander: connect the output of Load Prompt Expander to 'expander'")
@@ -70,8 +73,8 @@ def run_expansion(expander: ExpanderHandle, text, seed, creativity, budget, safe
     mm = _comfy()
     return exp.expand_many(text, n, seed, styles=expander.styles, temperature=creativity, budget=budget,
                            safe_mode=safe_mode, blocklist=blocklist, negative=negative, contrast=contrast,
-                           contrast_words=or_models_own(contrast_words),
-                           candidates=candidates, pick_words=pick_words, count=count,
+                           contrast_words=or_models_own(contrast_words), candidates=or_models_own(candidates),
+                           pick_words=or_models_own(pick_words), count=count,
                            should_stop=mm.throw_exception_if_processing_interrupted, on_progress=progress)
 
 
@@ -182,7 +185,8 @@ class ExpandPrompt:
         return {"required": dict(EXPAND_INPUTS), "optional": dict(OPTIONAL_INPUTS), "hidden": dict(HIDDEN)}
 
     def expand(self, expander, text, seed, creativity, budget, safe_mode, blocklist="", negative=False, contrast=0.0,
-               candidates=1, pick_words=0, contrast_words=MODELS_OWN, unique_id=None, extra_pnginfo=None, prompt=None):
+               candidates=MODELS_OWN, pick_words=MODELS_OWN, contrast_words=MODELS_OWN, unique_id=None,
+               extra_pnginfo=None, prompt=None):
         r = run_expansion(expander, text, seed, creativity, budget, safe_mode, blocklist, negative,
                           contrast=contrast, candidates=candidates, pick_words=pick_words,
                           contrast_words=contrast_words)[0]
@@ -206,8 +210,8 @@ class ExpandPromptEncode:
         return {"required": required, "optional": dict(OPTIONAL_INPUTS), "hidden": dict(HIDDEN)}
 
     def expand_encode(self, expander, text, seed, creativity, budget, safe_mode, clip, blocklist="", negative=False,
-                      contrast=0.0, candidates=1, pick_words=0, contrast_words=MODELS_OWN, unique_id=None,
-                      extra_pnginfo=None, prompt=None):
+                      contrast=0.0, candidates=MODELS_OWN, pick_words=MODELS_OWN, contrast_words=MODELS_OWN,
+                      unique_id=None, extra_pnginfo=None, prompt=None):
         if clip is None:
             raise ExpanderError("Prompt Expander: the clip input is empty (does the checkpoint contain a CLIP?)")
         r = run_expansion(expander, text, seed, creativity, budget, safe_mode, blocklist, negative,
@@ -240,8 +244,8 @@ class ExpandPromptVariations:
         return {"required": required, "optional": dict(OPTIONAL_INPUTS), "hidden": dict(HIDDEN)}
 
     def variations(self, expander, text, seed, creativity, budget, safe_mode, variations, blocklist="",
-                   negative=False, contrast=0.0, candidates=1, pick_words=0, contrast_words=MODELS_OWN, unique_id=None,
-                   extra_pnginfo=None, prompt=None):
+                   negative=False, contrast=0.0, candidates=MODELS_OWN, pick_words=MODELS_OWN,
+                   contrast_words=MODELS_OWN, unique_id=None, extra_pnginfo=None, prompt=None):
         import comfy.utils
         bar = comfy.utils.ProgressBar(100)
         results = run_expansion(expander, text, seed, creativity, budget, safe_mode, blocklist, negative,

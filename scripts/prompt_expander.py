@@ -123,10 +123,12 @@ class PromptExpanderScript(scripts.Script):
                 budget = gr.Slider(0, 225, value=0, step=1, label="CLIP-token budget (0 = fill the current chunk)")
                 contrast = gr.Slider(0.0, 2.0, value=1.0, step=0.05,
                                      label="Contrast (0 = off; favours words your prompt makes likelier)")
-                candidates = gr.Slider(1, limits.MAX_CANDIDATES, value=1, step=1,
-                                       label="Candidates (1 = off; keeps the most on-topic of this many)")
-                pick_words = gr.Slider(0, limits.MAX_PICK_WORDS, value=0, step=1,
-                                       label="Pick by first words (0 = off; with candidates, finish only the best start)")
+                candidates = gr.Slider(limits.MODELS_OWN, limits.MAX_CANDIDATES, value=limits.MODELS_OWN, step=1,
+                                       label="Candidates (-1 = the model's own; 1 = off; keeps the most on-topic "
+                                             "of this many)")
+                pick_words = gr.Slider(limits.MODELS_OWN, limits.MAX_PICK_WORDS, value=limits.MODELS_OWN, step=1,
+                                       label="Pick by first words (-1 = the model's own; 0 = the whole addition; "
+                                             "with candidates, finish only the best start)")
                 contrast_words = gr.Slider(limits.MODELS_OWN, limits.MAX_CONTRAST_WORDS, value=limits.MODELS_OWN,
                                            step=1, label="Contrast words (-1 = the model's own; 0 = every word; "
                                                          "N = the first N)")

@@ -255,8 +255,8 @@ def test_a_hires_prompt_equal_to_the_prompt_is_not_expanded_twice(script, monkey
 
 @pytest.mark.parametrize("name, value, key, off, arg, also", [
     ("contrast", 0.8, "Prompt Expander contrast", 0.0, -4, {}),
-    ("candidates", 3, "Prompt Expander candidates", 1, -3, {}),
-    ("pick_words", 2, "Prompt Expander pick words", 0, -2, {"candidates": 3}),
+    ("candidates", 3, "Prompt Expander candidates", -1, -3, {}),
+    ("pick_words", 2, "Prompt Expander pick words", -1, -2, {"candidates": 3}),
     ("contrast_words", 2, "Prompt Expander contrast words", -1, -1, {"contrast": 1.0})])
 def test_a_setting_reaches_the_core_is_stored_and_pasted_back(script, tiny_model_dir, name, value, key, off, arg, also):
     """contrast, candidates, pick_words and contrast_words, the newest API args (arg: their place from the end)."""

@@ -297,11 +297,11 @@ def test_the_contrast_and_candidates_widget_defaults(pack):
     spec = optional["contrast"]
     # On by default at the shipped default model's own setting; a saved workflow keeps the value it was saved with.
     assert spec[1]["default"] == 1.0 and spec[1]["max"] == 2.0
-    # Off by default and the last widgets: a workflow saved before they existed loads with its values in place.
+    # The last widgets: a workflow saved before they existed loads with its values in place.
     assert list(optional)[-3:] == ["candidates", "pick_words", "contrast_words"]
-    assert optional["candidates"][1]["default"] == 1 and optional["pick_words"][1]["default"] == 0
-    # -1 is the model's own setting, so an older workflow's text does not change.
-    assert optional["contrast_words"][1]["default"] == -1 and optional["contrast_words"][1]["max"] == 75
+    # -1 is the model's own setting, so an older workflow's text does not change with a model that has none.
+    for name, most in (("candidates", 16), ("pick_words", 40), ("contrast_words", 75)):
+        assert optional[name][1]["default"] == -1 == optional[name][1]["min"] and optional[name][1]["max"] == most
 
 
 def test_contrast_words_minus_one_is_the_models_own_and_a_value_overrides_it(pack, mm, tiny_model_dir):

@@ -194,10 +194,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="concept-contrastive decoding lambda (0 = off; default: the model's own)")
     p.add_argument("--contrast-words", type=int, default=None,
                    help="contrast for the addition's first N words only (0 = every word; default: the model's own)")
-    p.add_argument("--candidates", type=int, default=1,
-                   help="additions sampled per expansion, the most on-topic kept (1 = off; default 1)")
-    p.add_argument("--pick-words", type=int, default=0,
-                   help="with --candidates: pick by each one's first N words, decoding only the chosen one on")
+    p.add_argument("--candidates", type=int, default=None,
+                   help="additions sampled per expansion, the most on-topic kept (1 = off; default: the model's own)")
+    p.add_argument("--pick-words", type=int, default=None,
+                   help="with --candidates: pick by each one's first N words, decoding only the chosen one on "
+                        "(0 = the whole addition; default: the model's own)")
     p.add_argument("--reference-prompts", default=None,
                    help="validation prompts for the human reference figures (e.g. runs/data/val.txt)")
     p.add_argument("--known-words", default=None,
@@ -232,7 +233,8 @@ def main(args) -> int:
     report["model"], report["loras"], report["contrast"] = (exp.model_id, args.lora,
                                                           exp.meta.contrast if args.contrast is None else args.contrast)
     report["contrast_words"] = exp.meta.contrast_words if args.contrast_words is None else args.contrast_words
-    report["candidates"], report["pick_words"] = args.candidates, args.pick_words
+    report["candidates"] = exp.meta.candidates if args.candidates is None else args.candidates
+    report["pick_words"] = exp.meta.pick_words if args.pick_words is None else args.pick_words
     reference = args.inputs if args.subjects else args.reference_prompts
     if reference and embedder is not None:
         report["reference_similarity"] = reference_similarity(embedder, reference)

@@ -28,14 +28,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--contrast-words", type=int, default=None, metavar="N",
                    help="contrast chooses the addition's first N words and the model alone the rest: nearly the "
                         "same specificity, a faster decode on a CPU; 0 = every word (default: the model's own)")
-    p.add_argument("--candidates", type=int, default=1, metavar="K",
+    p.add_argument("--candidates", type=int, default=None, metavar="K",
                    help=f"sample K additions and keep the one closest to the prompt's words, 1 (off) to "
-                        f"{MAX_CANDIDATES}: more on-topic, about K times the decode work (default 1)")
+                        f"{MAX_CANDIDATES}: more on-topic, about K times the decode work (default: the model's own)")
     p.add_argument("--pick-words", type=int, default=0, metavar="N",
                    help="with --candidates K: pick by each candidate's first N words and decode only the chosen one "
                         "further (20 at 8 candidates: nearly as on-topic as the whole pick, for about 1.7 times one "
                         "expansion's time against 2.7); "
-                        "0 = decode all K to the end (default)")
+                        "0 = decode all K to the end (default: the model's own)")
     p.add_argument("--max-tokens", type=int, default=0,
                    help="CLIP tokens the expansion may add; 0 fills the current 75-token chunk (default)")
     p.add_argument("--no-safe", action="store_true", help="allow NSFW words to be added (never censors your words)")

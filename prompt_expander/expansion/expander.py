@@ -56,11 +56,13 @@ class ExpandSettings:
     # None: the model's own (ModelMeta.contrast_words)
     contrast_words: int | None = None
     fast: bool = True  # False runs the stock transformers generate() loop (the reference)
-    # additions sampled per expansion, the most on-topic kept (see on_topic.py); 1 = off, the plain expansion
-    candidates: int = 1
+    # additions sampled per expansion, the most on-topic kept (see on_topic.py); 1 = off, the plain expansion;
+    # None: the model's own (ModelMeta.candidates)
+    candidates: int | None = None
     # with candidates > 1: pick by each candidate's first this-many words, and decode only the chosen one on
-    # (Expander._decode_picked_prefixes); 0 = decode every candidate to its end and pick by the whole addition
-    pick_words: int = 0
+    # (Expander._decode_picked_prefixes); 0 = decode every candidate to its end and pick by the whole addition;
+    # None: the model's own (ModelMeta.pick_words)
+    pick_words: int | None = None
 
     def validated(self) -> "ExpandSettings":
         t, k, p = self.temperature, self.top_k, self.top_p
@@ -78,10 +80,10 @@ class ExpandSettings:
             raise InputError(f"contrast_words must be a whole number from 0 (every word) to {MAX_CONTRAST_WORDS}, "
                              f"got {w!r}")
         k = self.candidates
-        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_CANDIDATES:
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_CANDIDATES):
             raise InputError(f"candidates must be a whole number from 1 (off) to {MAX_CANDIDATES}, got {k!r}")
         w = self.pick_words
-        if isinstance(w, bool) or not isinstance(w, int) or not 0 <= w <= MAX_PICK_WORDS:
+        if w is not None and (isinstance(w, bool) or not isinstance(w, int) or not 0 <= w <= MAX_PICK_WORDS):
             raise InputError(f"pick_words must be a whole number from 0 (the whole addition) to {MAX_PICK_WORDS}, "
                              f"got {w!r}")
         if isinstance(self.budget, bool) or not isinstance(self.budget, int) or self.budget < 0:
@@ -340,13 +342,11 @@ class Expander:
         return syntax.parse_prompt(text)
 
     def _settings(self, kw: dict) -> ExpandSettings:
-        """Checked settings, with the model's own contrast and contrast words where the caller gave none."""
+        """Checked settings, with the model's own contrast, contrast words and pick where the caller gave none."""
         settings = make_settings(**kw)
-        if settings.contrast is None:
-            settings = replace(settings, contrast=self.meta.contrast)
-        if settings.contrast_words is None:
-            settings = replace(settings, contrast_words=self.meta.contrast_words)
-        return settings
+        own = {name: getattr(self.meta, name) for name in ("contrast", "contrast_words", "candidates", "pick_words")
+               if getattr(settings, name) is None}
+        return replace(settings, **own) if own else settings
 
     def _result(self, text: str, add: str, seed: int, budget: int, count_fn, style, settings) -> ExpansionResult:
         return ExpansionResult(
@@ -475,7 +475,8 @@ class Expander:
         if settings.negative or not settings.fast or not self.fast_supported:
             raise InputError("expand_subjects needs the fast decode of a positive prompt: use expand()")
         if settings.pick_words and settings.candidates > 1:
-            raise InputError("expand_subjects picks by whole additions; for pick_words use expand()")
+            raise InputError(f"expand_subjects picks by whole additions, not by the first {settings.pick_words} "
+                             "words (pick_words, perhaps the model's own): pass pick_words=0, or use expand()")
         if isinstance(texts, str):
             raise InputError("expand_subjects takes a list of texts; for one text use expand()")
         texts = list(texts)

@@ -55,8 +55,8 @@ class Options:
     expand_negative: bool = False
     apply_hires: bool = True
     contrast: float = 0.0  # these last: API callers pass the fields positionally, and older calls stop before them
-    candidates: int = 1
-    pick_words: int = 0
+    candidates: int = MODELS_OWN
+    pick_words: int = MODELS_OWN
     contrast_words: int = MODELS_OWN
 
     @classmethod
@@ -149,7 +149,8 @@ def expand_prompts(expander, prompts, seeds, opts: Options, styles, negative=Fal
                                         budget=int(opts.budget), safe_mode=bool(opts.safe_mode),
                                         blocklist=opts.blocklist, negative=negative, count=count,
                                         contrast=0.0 if negative else float(opts.contrast),
-                                        candidates=int(opts.candidates), pick_words=int(opts.pick_words),
+                                        candidates=or_models_own(int(opts.candidates)),
+                                        pick_words=or_models_own(int(opts.pick_words)),
                                         contrast_words=or_models_own(opts.contrast_words)).text
         out.append(memo[key])
     return out
@@ -176,10 +177,10 @@ def apply_to_processing(p, expander, opts: Options, models_root: Path | None = N
         params[KEY_CONTRAST] = float(opts.contrast)
     if opts.contrast_words != MODELS_OWN and float(opts.contrast):
         params[KEY_CONTRAST_WORDS] = int(opts.contrast_words)
-    if int(opts.candidates) != 1:
+    if int(opts.candidates) != MODELS_OWN:
         params[KEY_CANDIDATES] = int(opts.candidates)
-        if int(opts.pick_words):
-            params[KEY_PICK_WORDS] = int(opts.pick_words)
+    if int(opts.pick_words) != MODELS_OWN:
+        params[KEY_PICK_WORDS] = int(opts.pick_words)
     params[KEY_SEED] = "image" if opts.seed_mode != SEED_FIXED else int(opts.fixed_seed)
     if not opts.safe_mode:
         params[KEY_SAFE] = False
@@ -314,7 +315,7 @@ def infotext_keys() -> dict:
         "expand_negative": lambda d: str(d.get(KEY_NEGATIVE, "False")) == "True",
         "apply_hires": lambda d: str(d.get(KEY_HIRES, "True")) != "False",
         "contrast": _pasted(KEY_CONTRAST, float, 0.0),  # not written when off
-        "candidates": _pasted(KEY_CANDIDATES, _whole, 1),
-        "pick_words": _pasted(KEY_PICK_WORDS, _whole, 0),
+        "candidates": _pasted(KEY_CANDIDATES, _whole, MODELS_OWN),
+        "pick_words": _pasted(KEY_PICK_WORDS, _whole, MODELS_OWN),
         "contrast_words": _pasted(KEY_CONTRAST_WORDS, _whole, MODELS_OWN),
     }

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from ..errors import ModelLoadError
-from ..limits import MAX_CONTRAST, MAX_CONTRAST_WORDS
+from ..limits import MAX_CANDIDATES, MAX_CONTRAST, MAX_CONTRAST_WORDS, MAX_PICK_WORDS
 
 META_FILE = "prompt_expander.json"
 TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
@@ -36,6 +36,10 @@ class ModelMeta:
     contrast: float = 0.0
     # The words of an addition that contrast chooses when the caller names none (ExpandSettings.contrast_words).
     contrast_words: int = 0
+    # The on-topic pick an expansion uses when the caller names none (ExpandSettings.candidates and pick_words):
+    # a model can ship its best setting, so that hosts and the API get it without knowing it.
+    candidates: int = 1
+    pick_words: int = 0
     format: str = "prompt-expander/1"
 
     CPU_DTYPES = ("fp32", "bf16")
@@ -67,6 +71,14 @@ class ModelMeta:
         if isinstance(w, bool) or not isinstance(w, int) or not 0 <= w <= MAX_CONTRAST_WORDS:
             raise ModelLoadError(f"{path}: 'contrast_words' must be a whole number from 0 (every word) to "
                                  f"{MAX_CONTRAST_WORDS}, got {w!r}")
+        k = meta.candidates
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_CANDIDATES:
+            raise ModelLoadError(f"{path}: 'candidates' must be a whole number from 1 (no pick) to {MAX_CANDIDATES}, "
+                                 f"got {k!r}")
+        w = meta.pick_words
+        if isinstance(w, bool) or not isinstance(w, int) or not 0 <= w <= MAX_PICK_WORDS:
+            raise ModelLoadError(f"{path}: 'pick_words' must be a whole number from 0 (the whole addition) to "
+                                 f"{MAX_PICK_WORDS}, got {w!r}")
         if meta.cpu_dtype is not None and meta.cpu_dtype not in cls.CPU_DTYPES:
             raise ModelLoadError(f"{path}: 'cpu_dtype' must be one of {cls.CPU_DTYPES}, got {meta.cpu_dtype!r}")
         for name in cls.FILE_FIELDS:

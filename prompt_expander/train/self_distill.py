@@ -114,7 +114,7 @@ def _run_subjects(out: Path, args, data: Path) -> list[str]:
 def _expand_group(exp, subjects: list[str], seed: int, args):
     """The subjects expanded in one decode (Expander.expand_subjects), or None if the guard refuses one."""
     try:
-        return exp.expand_subjects(subjects, seed=seed, candidates=args.candidates, styles=args.lora)
+        return exp.expand_subjects(subjects, seed=seed, candidates=args.candidates, pick_words=0, styles=args.lora)
     except InputError:
         return None
 
@@ -131,7 +131,7 @@ def main(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     exp = load_expander(args.model)
     # Settings or styles the expander refuses would refuse every subject, so they stop the run here instead.
-    make_settings(candidates=args.candidates)
+    make_settings(candidates=args.candidates)  # the pick is by whole additions (pick_words=0), whatever the card
     exp.parse_styles(args.lora)
     if args.batch > 1 and args.batch * args.candidates > MAX_ROWS:
         raise DataError(f"--batch {args.batch} x --candidates {args.candidates} is over {MAX_ROWS} rows a decode")
@@ -160,7 +160,7 @@ def main(args) -> int:
                 for i, subject in enumerate(group, first):
                     try:
                         results.append(exp.expand(subject, seed=args.seed + i, candidates=args.candidates,
-                                                  styles=args.lora))
+                                                  pick_words=0, styles=args.lora))
                     except InputError:  # such a subject is no loss
                         continue
             lines += [" ".join(result.text.split()) for result in results if result.added]
