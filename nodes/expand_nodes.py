@@ -39,14 +39,14 @@ OPTIONAL_INPUTS = {
     "candidates": ("INT", {"default": MODELS_OWN, "min": MODELS_OWN, "max": MAX_CANDIDATES,
                            "tooltip": "Sample this many additions and keep the one whose words are closest to your "
                                       "prompt's: more on-topic, at about this many times the decode work (little "
-                                      "on a GPU). 1 = off; -1 = the model's own (the default: 4 for the shipped "
-                                      "model, 1 for one without a setting)."}),
+                                      "on a GPU). 1 = off; -1 = the model's own (the default; 1 for the shipped "
+                                      "model and for one whose card names none)."}),
     "pick_words": ("INT", {"default": MODELS_OWN, "min": MODELS_OWN, "max": MAX_PICK_WORDS,
                            "tooltip": "With candidates: decode them only to this many words, keep the most on-topic "
                                       "beginning and finish only that one: most of the whole pick's gain at a "
                                       "fraction of its time. 0 = every candidate decoded to its end; -1 = the "
-                                      "model's own (the default: 16 for the shipped model, 0 for one without a "
-                                      "setting)."}),
+                                      "model's own (the default; 0 for the shipped model and for one whose card "
+                                      "names none)."}),
     "contrast_words": ("INT", {"default": MODELS_OWN, "min": MODELS_OWN, "max": MAX_CONTRAST_WORDS,
                                "tooltip": "Contrast chooses only the addition's first this-many words, the model "
                                           "alone the rest: faster, and most of contrast's gain is in the first "
