@@ -69,3 +69,18 @@ def test_expand_contrast_words_keeps_the_cores_text_and_records_it(tiny_model_di
     assert result["settings"]["contrast_words"] == 3
     assert main(["expand", "a castle", "--model", str(tiny_model_dir), "--contrast-words", "-1"]) == 1
     assert "contrast_words" in capsys.readouterr().err
+
+
+def test_expand_takes_the_models_own_pick_when_no_flag_names_one(tiny_model_dir, tmp_path, capsys):
+    import shutil
+    from prompt_expander.expansion.resident import load_expander
+    folder = tmp_path / "own-pick"
+    shutil.copytree(tiny_model_dir, folder)
+    card = folder / "prompt_expander.json"
+    card.write_text(json.dumps({**json.loads(card.read_text()), "candidates": 3, "pick_words": 4}))
+    assert main(["expand", "a castle", "--model", str(folder), "--seed", "7", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["settings"]["candidates"], result["settings"]["pick_words"]) == (3, 4)
+    assert result["text"] == load_expander(str(tiny_model_dir)).expand("a castle", 7, candidates=3, pick_words=4).text
+    assert main(["expand", "a castle", "--model", str(folder), "--seed", "7", "--candidates", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["settings"]["candidates"] == 1

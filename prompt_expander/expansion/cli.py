@@ -31,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--candidates", type=int, default=None, metavar="K",
                    help=f"sample K additions and keep the one closest to the prompt's words, 1 (off) to "
                         f"{MAX_CANDIDATES}: more on-topic, about K times the decode work (default: the model's own)")
-    p.add_argument("--pick-words", type=int, default=0, metavar="N",
+    p.add_argument("--pick-words", type=int, default=None, metavar="N",
                    help="with --candidates K: pick by each candidate's first N words and decode only the chosen one "
                         "further (20 at 8 candidates: nearly as on-topic as the whole pick, for about 1.7 times one "
                         "expansion's time against 2.7); "
