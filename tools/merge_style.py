@@ -26,16 +26,16 @@ def main() -> int:
     from transformers import AutoModelForCausalLM
     model = AutoModelForCausalLM.from_pretrained(str(base), torch_dtype=torch.float32)
     weights = load_file(str(base / "model.safetensors"))
-    mixed = {k: v.float() for k, v in weights.items()}
-    for spec in args.lora:
-        path, _, weight = spec.rpartition(":")
-        for name, delta in load_adapter_deltas(model, Path(path), str(base)).items():
-            mixed[name] = mixed[name] + float(weight) * delta
     # Rounded to fp16 as Expander._set_style rounds a style mixed into fp16-valued weights: the folder then
     # writes exactly what the base with these styles at these weights writes.
     dtypes = {v.dtype for v in weights.values()}
     if dtypes != {torch.float16}:
         raise SystemExit(f"{base}: weights are {dtypes}; save the base in fp16 first")
+    mixed = {k: v.float() for k, v in weights.items()}
+    for spec in args.lora:
+        path, _, weight = spec.rpartition(":")
+        for name, delta in load_adapter_deltas(model, Path(path), str(base)).items():
+            mixed[name] = mixed[name] + float(weight) * delta
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(base, tmp, ignore=shutil.ignore_patterns("checkpoint", "cache", "model.safetensors"))
