@@ -161,6 +161,37 @@ def test_train_lora_lowers_loss_round_trips_and_merges(base_model, data_dir, tmp
     exp.model_for_style(())
 
 
+def test_train_lora_card_reproduces_a_full_fine_tune_fitted_to_minutes():
+    """The card's command repeats the run: --freeze-last-k kept, --minutes replaced by the steps it fitted, and no
+    empty --select."""
+    import argparse
+    import shlex
+
+    from prompt_expander.train import lora
+
+    def parse(argv):
+        p = argparse.ArgumentParser()
+        lora.add_arguments(p)
+        return p.parse_args(argv)
+
+    run = parse(["runs/data", "--base", "runs/base", "--out", "runs/ft", "--freeze-last-k", "8", "--minutes", "28",
+                 "--lr", "1e-4", "--warmup", "50", "--seed", "1"])
+    command = lora.reproduce_command(run, 1362)
+    assert command == ("python -m prompt_expander train-lora runs/data --base runs/base --out runs/ft "
+                       "--freeze-last-k 8 --steps 1362 --batch-size 32 --lr 0.0001 --warmup 50 --weight-decay 0.1 "
+                       "--seed 1 --resume")
+    again = parse(shlex.split(command)[4:])
+    for name in ("data", "base", "out", "select", "freeze_last_k", "batch_size", "lr", "warmup", "seed"):
+        assert getattr(again, name) == getattr(run, name), name
+    assert again.steps == 1362 and again.minutes == 0
+
+    style = parse(["runs/data", "--out", "runs/photo", "--select", "photo, dslr", "--r", "8", "--steps", "300"])
+    assert lora.reproduce_command(style, 300) == (
+        'python -m prompt_expander train-lora runs/data --base models/default --out runs/photo --select "photo, dslr" '
+        "--r 8 --alpha 32 --steps 300 --batch-size 32 --lr 0.0005 --warmup 50 --weight-decay 0.1 --seed 1234 "
+        "--resume")
+
+
 def test_train_lora_resumes_only_on_the_data_and_base_it_was_trained_on(base_model, data_dir, tmp_path):
     out = tmp_path / "style"
     flags = ["--base", base_model, "--out", out, "--r", "4", "--batch-size", "8", "--eval-every", "100",

@@ -232,6 +232,32 @@ base_model: {base_id}
 
 ## Reproduce
 ```
-python -m prompt_expander train-lora {args.data} --base {args.base or 'models/default'} --out {args.out} --select "{args.select}"{f" --select-on-topic {args.select_on_topic}" if args.select_on_topic else ""} --r {args.r} --alpha {args.alpha} --steps {state['config']['steps']} --batch-size {args.batch_size} --lr {args.lr} --resume
+{reproduce_command(args, state['config']['steps'])}
 ```
 """
+
+
+def reproduce_command(args, steps: int) -> str:
+    """The train-lora command that repeats this run: every option that shapes the weights, with the steps a
+    --minutes run fitted in place of --minutes."""
+    parts = ["python -m prompt_expander train-lora", str(args.data)]
+    if args.val:
+        parts.append(f"--val {args.val}")
+    parts += [f"--base {args.base or 'models/default'}", f"--out {args.out}"]
+    if args.select:
+        parts.append(f'--select "{args.select}"')
+    if args.select_on_topic:
+        parts.append(f"--select-on-topic {args.select_on_topic}")
+    if args.freeze_last_k:
+        parts.append(f"--freeze-last-k {args.freeze_last_k}")
+    else:
+        parts += [f"--r {args.r}", f"--alpha {args.alpha}"]
+        if args.lora_dropout != 0.05:
+            parts.append(f"--lora-dropout {args.lora_dropout}")
+        if args.target_modules != GPT2_TARGETS:
+            parts.append(f"--target-modules {args.target_modules}")
+    parts += [f"--steps {steps}", f"--batch-size {args.batch_size}", f"--lr {args.lr}", f"--warmup {args.warmup}",
+              f"--weight-decay {args.weight_decay}", f"--seed {args.seed}"]
+    if args.precision != "auto":
+        parts.append(f"--precision {args.precision}")
+    return " ".join(parts + ["--resume"])
