@@ -185,11 +185,11 @@ def test_train_lora_card_reproduces_a_full_fine_tune_fitted_to_minutes():
         assert getattr(again, name) == getattr(run, name), name
     assert again.steps == 1362 and again.minutes == 0
 
-    style = parse(["runs/data", "--out", "runs/photo", "--select", "photo, dslr", "--r", "8", "--steps", "300"])
+    style = parse(["runs/data", "--out", "runs/my photo", "--select", "photo, dslr", "--r", "8", "--steps", "300"])
     assert lora.reproduce_command(style, 300) == (
-        'python -m prompt_expander train-lora runs/data --base models/default --out runs/photo --select "photo, dslr" '
-        "--r 8 --alpha 32 --steps 300 --batch-size 32 --lr 0.0005 --warmup 50 --weight-decay 0.1 --seed 1234 "
-        "--resume")
+        "python -m prompt_expander train-lora runs/data --base models/default --out 'runs/my photo' "
+        "--select 'photo, dslr' --r 8 --alpha 32 --steps 300 --batch-size 32 --lr 0.0005 --warmup 50 "
+        "--weight-decay 0.1 --seed 1234 --resume")
 
 
 def test_train_lora_resumes_only_on_the_data_and_base_it_was_trained_on(base_model, data_dir, tmp_path):

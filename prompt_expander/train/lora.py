@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shlex
 import time
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from ..model.meta import ModelMeta, copy_tokenizer_files
 from .loop import add_loop_arguments, loop_config, main_process_first, run_training, save_pretrained_atomic, say
 
 GPT2_TARGETS = "c_attn,c_proj,c_fc"
+LORA_DROPOUT = 0.05
 EMBEDDING_MODULES = {"wte", "wpe", "lm_head", "embed_tokens"}
 
 
@@ -28,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "words are most about their own subject, by the base's own token embeddings")
     p.add_argument("--r", type=int, default=16, help="LoRA rank (default 16)")
     p.add_argument("--alpha", type=float, default=32, help="LoRA alpha (default 32)")
-    p.add_argument("--lora-dropout", type=float, default=0.05)
+    p.add_argument("--lora-dropout", type=float, default=LORA_DROPOUT)
     p.add_argument("--target-modules", default=GPT2_TARGETS, help=f"comma-separated (default {GPT2_TARGETS})")
     p.add_argument("--freeze-last-k", type=int, default=0,
                    help="instead of LoRA, train only the last K transformer blocks (writes a full model)")
@@ -239,23 +241,24 @@ base_model: {base_id}
 
 def reproduce_command(args, steps: int) -> str:
     """The train-lora command that repeats this run: every option that shapes the weights, with the steps a
-    --minutes run fitted in place of --minutes."""
-    parts = ["python -m prompt_expander train-lora", str(args.data)]
+    --minutes run fitted in place of --minutes (paths and keywords quoted for a POSIX shell)."""
+    q = shlex.quote
+    parts = ["python -m prompt_expander train-lora", q(str(args.data))]
     if args.val:
-        parts.append(f"--val {args.val}")
-    parts += [f"--base {args.base or 'models/default'}", f"--out {args.out}"]
+        parts.append(f"--val {q(str(args.val))}")
+    parts += [f"--base {q(str(args.base or 'models/default'))}", f"--out {q(str(args.out))}"]
     if args.select:
-        parts.append(f'--select "{args.select}"')
+        parts.append(f"--select {q(args.select)}")
     if args.select_on_topic:
         parts.append(f"--select-on-topic {args.select_on_topic}")
     if args.freeze_last_k:
         parts.append(f"--freeze-last-k {args.freeze_last_k}")
     else:
         parts += [f"--r {args.r}", f"--alpha {args.alpha}"]
-        if args.lora_dropout != 0.05:
+        if args.lora_dropout != LORA_DROPOUT:
             parts.append(f"--lora-dropout {args.lora_dropout}")
         if args.target_modules != GPT2_TARGETS:
-            parts.append(f"--target-modules {args.target_modules}")
+            parts.append(f"--target-modules {q(args.target_modules)}")
     parts += [f"--steps {steps}", f"--batch-size {args.batch_size}", f"--lr {args.lr}", f"--warmup {args.warmup}",
               f"--weight-decay {args.weight_decay}", f"--seed {args.seed}"]
     if args.precision != "auto":
