@@ -10,10 +10,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
-from safetensors.torch import load_file, save_file  # noqa: E402
+from safetensors import safe_open  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
 
+from prompt_expander.expansion.resident import load_expander  # noqa: E402
 from prompt_expander.fileio import write_text_atomic  # noqa: E402
-from prompt_expander.model.adapters import load_adapter_deltas  # noqa: E402
 
 
 def main() -> int:
@@ -23,23 +24,19 @@ def main() -> int:
     ap.add_argument("--out", required=True, help="new model folder (written whole, then moved into place)")
     args = ap.parse_args()
     base, out = Path(args.base), Path(args.out)
-    from transformers import AutoModelForCausalLM
-    model = AutoModelForCausalLM.from_pretrained(str(base), torch_dtype=torch.float32)
-    weights = load_file(str(base / "model.safetensors"))
-    # Rounded to fp16 as Expander._set_style rounds a style mixed into fp16-valued weights: the folder then
-    # writes exactly what the base with these styles at these weights writes.
-    dtypes = {v.dtype for v in weights.values()}
-    if dtypes != {torch.float16}:
-        raise SystemExit(f"{base}: weights are {dtypes}; save the base in fp16 first")
-    mixed = {k: v.float() for k, v in weights.items()}
-    for spec in args.lora:
-        path, _, weight = spec.rpartition(":")
-        for name, delta in load_adapter_deltas(model, Path(path), str(base)).items():
-            mixed[name] = mixed[name] + float(weight) * delta
+    with safe_open(str(base / "model.safetensors"), "pt") as f:
+        names = list(f.keys())
+        dtypes = {f.get_slice(k).get_dtype() for k in names}
+    # Expander._set_style rounds a style mixed into fp16-valued weights to fp16, so the fp16 folder written here
+    # writes exactly what the base with these styles writes; a base of other values would not.
+    if dtypes != {"F16"}:
+        raise SystemExit(f"{base}: weights are {sorted(dtypes)}; save the base in fp16 first")
+    exp = load_expander(str(base), dtype="fp32", resident=False)
+    state = exp.model_for_style(exp.parse_styles(args.lora)).state_dict()
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(base, tmp, ignore=shutil.ignore_patterns("checkpoint", "cache", "model.safetensors"))
-    save_file({k: v.half().contiguous() for k, v in mixed.items()}, str(tmp / "model.safetensors"),
+    save_file({k: state[k].to(torch.float16).contiguous() for k in names}, str(tmp / "model.safetensors"),
               metadata={"format": "pt"})
     write_text_atomic(tmp / "MERGED.txt", f"{base} + " + " + ".join(args.lora) + "\n")
     shutil.rmtree(out, ignore_errors=True)
