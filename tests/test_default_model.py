@@ -18,15 +18,15 @@ ROOT = Path(__file__).resolve().parent.parent
 # Intel Xeon (AMX), with 1 or 2 threads. bf16 text differs between those CPUs, so it has no exact strings here.
 EXPECTED = {
     ('woman portrait', 0, ()):
-        'woman portrait, wearing a feathered cloak and a fancy hat, oil painting by rembrandt and van rijn, cinematic, dynamic pose, artstation, fantasy, dramatic, dynamic light, concept art, sharp, details, league of legends splash art, league outlines, octane render, 8k hd wallpaper, by ilya kuvshinov, artgerm',
+        'woman portrait, wearing white silk clothing, art by mucha, beautiful eyes, flowers in background, shiny, fantasy art by ilya kuvshinov, peter mohrbacher, greg rutkowski, ross tran, craig mullins, james jean, victo ngai, beautifully lit, muted colors, highly detailed, dynamic pose, artstation, dramatic lighting',
     ('woman portrait', 1, ()):
-        'woman portrait, wearing a feathered bird mask, with wings, wearing an old torn shirt, by donato giancola and nikolay makovsky and edwin longsden long and wlop, face by greg rutkowski, digital art, trending on artstation',
+        'woman portrait, sci-fi, amber eyes, face, long hair, fantasy, intricate, elegant, highly detailed, digital painting, artstation, concept art, smooth, sharp focus, illustration, art by artgerm and greg rutkowski and alphonse mucha, by moebius, ambient light, sharp edges, oil on canvas, hyper realistic',
     ('a castle on a hill', 7, ('photo',)):
-        'a castle on a hill, surrounded by mountains and golden buildings, high up angle, trending on artstation, cgsociety, octane render, 4k, unreal engine, cinematic, hyper realism, octane renderer, sharp focus, octane cinema 4d, fantasy style, volumetric lighting, epic light, award winning photography, ultra high quality image',
+        "a castle on a hill, with a pathway and a bridge on top and the background, in a blizzard, it's middle, it is very small, 4k, photorealistic, hd, photo, landscape, high detail, 8k, award winning photo, beautiful, volumetric lighting, light rays, godrays, hdr",
     ('a castle on a hill', 7, ('on-topic',)):
-        'a castle on a hill, with a waterfall and mountains in the distance and a small bridge, trending on artstation, matte painting, digital painting, 8k, matte fantasy painting, hyperrealistic, cgsociety, rpg portrait, by artgerm, by simon stalenhag, by beeple, by greg rutkowski, by victor adame minguez by alphonse mucha',
+        'a castle on a hill, with trees, and mountains in the distance and mountains on the sides and a waterfall in the background, and the view is on top of a mountain, with a bridge over the sea, and a small boat is in the middle, and there is a lot of trees and a river and a forest',
     ('a castle on a hill', 7, ('anime',)):
-        'a castle on a hill, surrounded by a small river, digital art, studio ghibli, makoto shinkai, by studio trigger, greg rutkowski and studio gainax and moebius, octane render, 4k, beautiful landscape, cinematic lighting, strong shadows, reflections, featured, trending on behance and artstation, very detailed',
+        'a castle on a hill, with a mountain in the distance, in the style of studio ghibli and hudson river school, oil on canvas, smooth, sharp focus, vibrant volumetric dark natural light, high contrast, octane render, 4k, artstation, high quality concept art by john berkey, andreas rocha, james gurney, thomas kinkade',
 }
 
 
