@@ -45,12 +45,11 @@ def write_doc(path: Path, decode, load, train, machine: str) -> None:
     # What a user waits for: context, decode with the CLIP budget, clean-up, at the model's own settings.
     expand_lines = [
         f"- A full `expand()` call on the default model, {r['device']} {r['dtype']} (context, decode, clean-up, CLIP "
-        f"count; contrast {r['contrast']}, the model's own): {r['expand_call_ms']:.1f} ms; with contrast 0: "
-        f"{r['expand_call_plain_ms']:.1f} ms; `expand_many(8)`: {r['expand_many8_ms']:.1f} ms "
-        f"(x{r['expand_many8_over_1']:.2f}, median of per-round ratios); the most on-topic of 4 candidates "
-        f"(`candidates=4`): {r['expand_candidates4_ms']:.1f} ms (x{r['expand_candidates4_over_1']:.2f}); contrast "
-        f"on the first 16 words only (`contrast_words=16`): {r['expand_contrast16_ms']:.1f} ms "
-        f"(x{r['expand_contrast16_over_1']:.2f})."
+        f"count; the model's own settings: {bench_decode.own_settings(r)}): {r['expand_call_ms']:.1f} ms; without "
+        f"the pick (`candidates=1`): {r['expand_no_pick_ms']:.1f} ms (x{r['expand_no_pick_over_1']:.2f}); with "
+        f"neither pick nor contrast: {r['expand_call_plain_ms']:.1f} ms; `expand_many(8)`: "
+        f"{r['expand_many8_ms']:.1f} ms (x{r['expand_many8_over_1']:.2f}, median of per-round ratios); 4 "
+        f"candidates (`candidates=4`): {r['expand_candidates4_ms']:.1f} ms (x{r['expand_candidates4_over_1']:.2f})."
         for r in decode if "expand_call_ms" in r]
     gpu_note = "" if any(r["device"].startswith("cuda") for r in decode) else (
         " No GPU was used, so there are no GPU figures;\n`python benchmarks/run_all.py --device cuda` adds them "
