@@ -68,8 +68,10 @@ def expand_eval_section(ee, args) -> list[str]:
         vals = [r.get(k) for _, r in ee]
         lines.append(f"| {k} | " + " | ".join("n/a" if v is None else f"{v:.3f}" for v in vals) + " |")
     return lines + [
-        "", "The expansions are the default as `auto` loads it on any CPU: fp32, contrast "
-        f"{ee[0][1].get('contrast', 'n/a')} (the model's own), {args.seeds} seeds in one batch; `ms_per_expansion` "
+        "", "The expansions are the default as `auto` loads it on any CPU, at the model's own settings: fp32, "
+        f"contrast {ee[0][1].get('contrast', 'n/a')} on the first {ee[0][1].get('contrast_words', 'n/a')} words "
+        f"(0: every word), the most on-topic of {ee[0][1].get('candidates', 'n/a')} beginnings of "
+        f"{ee[0][1].get('pick_words', 'n/a')} words (1: no pick), {args.seeds} seeds a call; `ms_per_expansion` "
         f"is per expansion of that batch, on {platform.machine()} with {os.cpu_count()} CPUs, and "
         "`docs/benchmarks.md` has the paired timings.",
         "", "`on_topic_similarity` is the cosine between all-MiniLM-L6-v2 embeddings of the input and of the "
@@ -81,7 +83,7 @@ def expand_eval_section(ee, args) -> list[str]:
         "the share of expansions whose added text holds a broken fragment: a bot flag, a stray or mangled number, "
         "a letter split off a word, or a word the training corpus writes fewer than 3 times (or only where "
         "prompts were cut off: `artstat`, `beautif`). The shipped default drops such modifiers using nearly that "
-        "same word list (it keeps the cut-off words), so its rate of 0 shows the filter working rather than an "
+        "same word list (it keeps the cut-off words), so its low rate shows the filter working rather than an "
         "independent judgement.", ""]
 
 
@@ -148,8 +150,9 @@ def main():
         cost = by_name["default + on-topic"]["bits_per_byte"] - by_name["default"]["bits_per_byte"]
         lines += ["", f"The on-topic style costs {cost:.3f} bits per byte "
                       f"({100 * cost / by_name['default']['bits_per_byte']:+.0f}%) on people's prompts, since it "
-                      "learned the model's own most on-topic picks rather than what people write; that is why it is "
-                      "an opt-in style and not the default (see [specificity.md](specificity.md))."]
+                      "learned the model's own most on-topic picks rather than what people write; the default holds as "
+                      "much of it as keeps people's bits per byte, and the style adds the rest (its card, and "
+                      "[specificity.md](specificity.md))."]
     lines += ["", "Perplexity compares token for token only between systems that share the BPE tokenizer (the GPT-2 "
               "models and the BPE LSTM); bits per byte compares all of them. The word-level LSTM pays for every "
               "out-of-vocabulary word by spelling it at 8 bits per byte, so `<unk>` does not flatter it.", "",
