@@ -17,6 +17,8 @@ COMMANDS = {
                                            "samples, for train-lora"),
     "word-vectors": ("train.word_vectors_cli", "learn word vectors from a prompt file into a model folder, for the "
                                                "on-topic pick"),
+    "draft-tokens": ("train.draft_cli", "count a prompt file's n-grams into a model folder, for its decode to guess "
+                                        "tokens ahead"),
     "train-lora": ("train.lora", "fine-tune a LoRA adapter (or the last k blocks) on a base model"),
     "evaluate": ("evaluation.evaluate", "cross-entropy, perplexity and bits per byte of a model on a prompts file"),
     "train-lstm": ("evaluation.lstm", "train the LSTM benchmark (BPE or word level)"),

@@ -146,7 +146,7 @@ def test_beginnings_of_many_seeds_decode_in_batches_of_max_rows_and_each_keeps_i
     decodes = []
     real = expander._run_decode
     monkeypatch.setattr(expander, "_run_decode",
-                        lambda context, rows, *a: (decodes.append(rows.n), real(context, rows, *a)))
+                        lambda context, rows, *a, **kw: (decodes.append(rows.n), real(context, rows, *a, **kw)))
     monkeypatch.setattr(expander_module, "MAX_ROWS", 7)  # 2 seeds' beginnings (6 rows) a decode: 3 decodes
     assert [r.text for r in expander.expand_many(text, 5, seed=30, candidates=3, pick_words=3)] == alone
     assert [n for n in decodes if n > 1] == [6, 6, 3]

@@ -132,10 +132,17 @@ def ieee_fp32_matmul(device: torch.device):
 _FP16_PLAN: list[Fp16RowPlan | None] = []
 
 
+_FP16_OP: list = []
+
+
 def _fp16_linear(x: torch.Tensor, packed) -> torch.Tensor:
-    """FBGEMM's fp16-weight matmul, called by its overload: the op's packet checks every call's arguments for
-    fake script objects in Python first (a few microseconds, 33 times a step)."""
-    return torch.ops.quantized.linear_dynamic_fp16.default(x, packed)
+    """FBGEMM's fp16-weight matmul, called through its overload's C++ entry: the op's packet, and the overload's
+    own __call__, check every call's arguments for fake script objects in Python first (a few microseconds,
+    33 times a step), which the decode's tensors never are."""
+    if not _FP16_OP:
+        overload = torch.ops.quantized.linear_dynamic_fp16.default
+        _FP16_OP.append(getattr(overload, "_op", overload))
+    return _FP16_OP[0](x, packed)
 
 
 def _probe_fp16_rows() -> Fp16RowPlan | None:
@@ -426,14 +433,16 @@ class FastGPT2:
         h = F.layer_norm(x, (self.n_embd,), block.ln_2.weight, block.ln_2.bias, self.eps)
         return self._linear(self._linear(h, block.mlp.c_fc, activate=True), block.mlp.c_proj, residual=x)
 
-    def layers(self, x: torch.Tensor, attend) -> torch.Tensor:
-        """Logits of the last position of x [rows, positions, n_embd], the embedded tokens."""
+    def layers(self, x: torch.Tensor, attend, every_position: bool = False) -> torch.Tensor:
+        """Logits of the last position of x [rows, positions, n_embd], the embedded tokens; with every_position,
+        of each position of its one row, [positions, vocab]."""
         if self._lean is not None:
             x = self._lean_layers(x, attend)
         else:
             for i, block in enumerate(self.blocks):
                 x = self._block(i, block, x, attend)
-        x = F.layer_norm(x[:, -1], (self.n_embd,), self.ln_f.weight, self.ln_f.bias, self.eps)
+        x = x.reshape(-1, self.n_embd) if every_position else x[:, -1]
+        x = F.layer_norm(x, (self.n_embd,), self.ln_f.weight, self.ln_f.bias, self.eps)
         return self._project(x)
 
     def _lean_layers(self, x: torch.Tensor, attend) -> torch.Tensor:
@@ -451,16 +460,21 @@ class FastGPT2:
             rows = out(fc(h, tanh_gelu=True), residual=rows)
         return rows.view(b, t, width)
 
-    def _forward(self, ids: torch.Tensor, pos: int) -> torch.Tensor:
+    def _forward(self, ids: torch.Tensor, pos: int, every_position: bool = False) -> torch.Tensor:
         t = ids.shape[1]
+        mask = None
+        if t > 1 and pos:
+            # Position pos + j sees the cache and the new positions up to its own: SDPA's is_causal would align
+            # the triangle to the first key, not to the cache's end.
+            mask = torch.ones(t, pos + t, dtype=torch.bool, device=ids.device).tril_(diagonal=pos)
 
         def attend(i, qkv):
             kv = self.kv[i]
             kv[:, :, :, pos:pos + t] = qkv[1:]  # keys and values in one copy
             return F.scaled_dot_product_attention(qkv[0], kv[0, :, :, :pos + t], kv[1, :, :, :pos + t],
-                                                  is_causal=t > 1, scale=self.scale)
+                                                  attn_mask=mask, is_causal=t > 1 and mask is None, scale=self.scale)
 
-        return self.layers(self.wte[ids] + self.wpe[pos:pos + t], attend)
+        return self.layers(self.wte[ids] + self.wpe[pos:pos + t], attend, every_position)
 
     def _project(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for every vocabulary entry: x @ head.T, the biggest weight read of each step."""
@@ -489,6 +503,11 @@ class FastGPT2:
     def step(self, tokens: torch.Tensor, pos: int) -> torch.Tensor:
         return self._forward(tokens.view(-1, 1), pos)
 
+    def check(self, tokens: torch.Tensor, pos: int) -> torch.Tensor:
+        """One row's tokens at positions pos, pos + 1, ... in one step: the logits after each, [len(tokens),
+        vocab]. The cache's first row is that row's; each weight is read once for all the positions."""
+        return self._forward(tokens.view(1, -1), pos, every_position=True)
+
     def step_rows(self, tokens: torch.Tensor, positions: torch.Tensor, length: int, caches=None) -> torch.Tensor:
         """One step where row r is at positions[r] (all below `length`): rows with different contexts share
         each weight read. Each row writes its keys and values at its own position in `caches` (default
@@ -515,26 +534,46 @@ class FastGPT2:
 
 @torch.inference_mode()
 def decode_fast(model, context_ids: list[int], rows: RowDecoder, should_stop: Callable[[], None] | None = None,
-                unconditional_ids: list[int] | None = None):
-    """Decode every row; with rows.contrast, the same tokens also follow `unconditional_ids` in a second cache."""
+                unconditional_ids: list[int] | None = None, draft=None, resume: "PausedRow | None" = None):
+    """Decode every row; with rows.contrast, the same tokens also follow `unconditional_ids` in a second cache.
+
+    With a draft (draft_tokens.DraftTable), a single row checks the table's guesses of its next tokens in one step
+    once it needs no unconditional logits (see _decode_guessing). A decode of rows that pause (pause_at_words)
+    leaves their caches in rows.paused_rows; `resume` (one of them, with a draft) goes on from it with no prefill,
+    context_ids being that row's context and tokens."""
     fast = getattr(model, "_prompt_expander_fast", None)
     if fast is None:
         fast = FastGPT2(model)
         model._prompt_expander_fast = fast
     device = fast.wte.device
-    left = rows.max_new_tokens - rows.steps  # a replayed row (RowDecoder.replay) has its first tokens in the context
+    replayed = rows.steps  # a replayed row (RowDecoder.replay) has its first tokens in the context
+    left = rows.max_new_tokens - replayed
     total = len(context_ids) + left
+    if resume is not None:
+        if draft is None or rows.n != 1 or rows.wants_unconditional:
+            raise ValueError("resume goes on with one row, a draft and no contrast")
+        fast._prepare_weights(1)
+        fast.kv = resume.caches
+        nxt = rows.choose(resume.logits)
+        if not (rows.all_done or len(context_ids) >= total):
+            _decode_guessing(fast, rows, int(nxt[0]), len(context_ids), total,
+                             context_ids + rows.tokens[0][replayed:], draft, should_stop)
+        fast.kv = None
+        return rows
     contrast = rows.contrast > 0 and unconditional_ids is not None
     graphs = decode_graphs.graphs_for(fast)
     uncond_logits, uncond_pos, uncond_static = None, 0, None
+    # Without graphs, contrast's caches are copied into one batch below: a prefill's single row is enough there.
+    prefill_rows = rows.n if graphs is not None or not contrast else 1
     if contrast:
         uncond_total = len(unconditional_ids) + left
-        uncond_logits = fast.prefill(torch.tensor([unconditional_ids], device=device), rows.n, uncond_total)
+        uncond_logits = fast.prefill(torch.tensor([unconditional_ids], device=device), prefill_rows,
+                                     uncond_total).expand(rows.n, -1)
         uncond_kv, uncond_pos = fast.kv, len(unconditional_ids)
         if graphs is not None:
             uncond_static = graphs.step(rows.n, uncond_total, uncond_kv, uncond_pos, slot=1)
     n = rows.n
-    logits = fast.prefill(torch.tensor([context_ids], device=device), n, total)
+    logits = fast.prefill(torch.tensor([context_ids], device=device), prefill_rows, total).expand(n, -1)
     # Rows each step computes: more than asked where FBGEMM's kernel for that many rows sums in its own way
     # (see Fp16RowPlan); the extra rows decode a dummy token and are never read.
     asked = 2 * n if contrast else n
@@ -552,7 +591,7 @@ def decode_fast(model, context_ids: list[int], rows: RowDecoder, should_stop: Ca
         # Both caches in one batch: each step reads the weights once for the rows with and without the input.
         both = [torch.zeros((2, width, fast.n_head, max(total, uncond_total), fast.head_dim), device=device,
                             dtype=c.dtype) for c in cond_kv]
-        for merged, c, u in zip(both, cond_kv, uncond_kv):
+        for merged, c, u in zip(both, cond_kv, uncond_kv):  # c and u: one row each, or the n rows (graphs)
             merged[:, :n, :, :pos] = c[:, :, :, :pos]
             merged[:, n:2 * n, :, :uncond_pos] = u[:, :, :, :uncond_pos]
         fast.kv, cond_kv, uncond_kv = both, None, None
@@ -560,8 +599,14 @@ def decode_fast(model, context_ids: list[int], rows: RowDecoder, should_stop: Ca
         offsets = torch.tensor([0] * n + [uncond_pos - pos] * n + [0] * (width - 2 * n), device=device)
     dummy = torch.zeros(width - asked, dtype=torch.long, device=device)
     input_rows_only = False  # contrast is over: step_rows on the rows with the input alone
+    # The logits each row paused on (a graph's outputs are overwritten each step: no going on from those)
+    paused_logits = {} if rows.pause_at_words and static is None else None
     while True:
         nxt = rows.choose(logits, uncond_logits)
+        if paused_logits is not None:
+            for r in range(n):
+                if rows.paused[r] and r not in paused_logits:
+                    paused_logits[r] = logits[r:r + 1]
         if rows.all_done or pos >= total:
             break
         if should_stop is not None:
@@ -574,6 +619,10 @@ def decode_fast(model, context_ids: list[int], rows: RowDecoder, should_stop: Ca
             fast.kv = [torch.cat([kv[:, :n], kv[:, :1].expand(-1, width - n, -1, -1, -1)], dim=1) for kv in fast.kv]
             offsets = torch.zeros(width, dtype=torch.long, device=device)
             dummy = torch.zeros(width - n, dtype=torch.long, device=device)
+        if draft is not None and n == 1 and static is None and not contrast:
+            _decode_guessing(fast, rows, int(nxt[0]), pos, total, context_ids + rows.tokens[0][replayed:], draft,
+                             should_stop)
+            break
         if static is not None:
             logits = static.run(nxt, pos)
             if contrast:
@@ -587,8 +636,61 @@ def decode_fast(model, context_ids: list[int], rows: RowDecoder, should_stop: Ca
             logits = fast.step(torch.cat([nxt, dummy]) if len(dummy) else nxt, pos)[:n]
         pos += 1
         uncond_pos += 1
+    if paused_logits:  # row r's cache is row r of the caches, with or without contrast
+        rows.paused_rows = PausedRows(fast.kv, paused_logits)
     fast.kv = None  # the caches are per decode; a resident model should not keep them
     return rows
+
+
+class PausedRows:
+    """The caches of a decode whose rows paused, and the logits each paused on: a paused row can go on from them
+    (decode_fast's resume) rather than from a prefill of its context and tokens, which at 20 tokens cost as
+    much as 3 steps. The caches are the decode's own (no copy); drop this once the rows have gone on."""
+
+    def __init__(self, caches: list[torch.Tensor], logits: dict[int, torch.Tensor]):
+        self.caches, self.logits = caches, logits
+
+    def row(self, r: int) -> "PausedRow":
+        return PausedRow([kv[:, r:r + 1] for kv in self.caches], self.logits[r])
+
+
+class PausedRow:
+    def __init__(self, caches: list[torch.Tensor], logits: torch.Tensor):
+        self.caches, self.logits = caches, logits
+
+
+def _decode_guessing(fast: FastGPT2, rows: RowDecoder, nxt: int, pos: int, total: int, recent: list[int], draft,
+                     should_stop) -> None:
+    """Decode one row on from `nxt`, its token for position `pos`: each step feeds it with the draft's guesses of
+    the tokens after it, and the row chooses from the logits at each fed position in turn while its choice is
+    the guess (speculative decoding with a table for a draft model, and exact: every token is what the row
+    chooses from the model's logits after the tokens before it, with its own draws).
+
+    At one row a step costs what reading the weights costs, for one position or five, so each guess taken is
+    a step saved. The logits of a position come out of a step of several positions, whose sums may round
+    otherwise than a one-position step's; a row's text is the same whatever decodes beside it, since a row
+    always goes on here alone."""
+    fast.kv = [kv[:, :1] for kv in fast.kv]
+    device = fast.wte.device
+    while True:
+        if should_stop is not None:
+            should_stop()
+        room = min(draft_length(), total - pos - 1)
+        guess = draft.propose(recent, room) if room > 0 else []
+        logits = fast.check(torch.tensor([nxt, *guess], device=device), pos)
+        for j in range(len(guess) + 1):
+            pos += 1
+            nxt = int(rows.choose(logits[j:j + 1])[0])
+            if rows.all_done or pos >= total:
+                return
+            recent.append(nxt)
+            if j == len(guess) or nxt != guess[j]:
+                break
+
+
+def draft_length() -> int:
+    from ..draft_tokens import DRAFT_LENGTH
+    return DRAFT_LENGTH
 
 
 @torch.inference_mode()

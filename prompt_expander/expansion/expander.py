@@ -25,6 +25,7 @@ from .on_topic import OnTopicPicker, Picker, WordVectorPicker, candidate_seeds
 from ..paths import BUNDLED_LORAS
 from .sampling import RowDecoder, normalise_seed
 from ..splits import join_compounds, tidy_splits
+from ..draft_tokens import DraftTable
 from ..word_vectors import WordVectors
 from ..topics import TOPIC_TOKEN, tagged
 from .vocab import BanTable, VocabInfo
@@ -164,6 +165,8 @@ class Expander:
         self._ban_cache: dict = {}
         self._known_words: frozenset | None = None
         self._word_vectors: WordVectors | None = None
+        self._draft_tokens: DraftTable | None = None
+        self.guess_tokens = True
         self._lock = threading.RLock()
         self.fast_supported = getattr(model.config, "model_type", None) in FastGPT2.SUPPORTED
         self.n_positions = (getattr(model.config, "n_positions", None)
@@ -418,11 +421,17 @@ class Expander:
                     rows = self._row_decoder(prompt, [options[best]], settings, budget, count_fn)
                     rows.replay(starts, best)
                     begun = rows.tokens[0]
+                    draft = self.draft_tokens()
+                    # with a draft, the row goes on from its own cache of the pick (no prefill)
+                    resume = (starts.paused_rows.row(best) if draft is not None and starts.paused_rows is not None
+                              and not rows.wants_unconditional else None)
                     self._run_decode(context + begun, rows, settings, should_stop,
-                                     unconditional + begun if unconditional and rows.wants_unconditional else None)
+                                     unconditional + begun if unconditional and rows.wants_unconditional else None,
+                                     draft=draft, resume=resume)
                     picked.append(self._finished_rows(rows, prompt, settings, budget, count_fn)[0])
                 if on_progress is not None:
                     on_progress(len(picked), len(seeds))
+            starts.paused_rows = None  # the beginnings' caches, kept for the picked rows to go on from
         return picked
 
     def _row_decoder(self, prompt: syntax.ParsedPrompt, seeds, settings, budget, count_fn,
@@ -443,10 +452,14 @@ class Expander:
         allowed = (prompt.plain, *settings.positive_vocab)
         return [self.finish(rows.row_text(r), budget, count_fn, blocked, prompt, known, allowed) for r in range(rows.n)]
 
-    def _run_decode(self, context: list[int], rows: RowDecoder, settings, should_stop, unconditional) -> None:
+    def _run_decode(self, context: list[int], rows: RowDecoder, settings, should_stop, unconditional,
+                    draft=None, resume=None) -> None:
+        """Decode the rows. `draft` only for a row that always decodes alone (a picked row's rest): a row decoded
+        beside others steps with them, and must get the bits it gets alone (see decoding._decode_guessing).
+        `resume`: where that row paused in the fast decode of the beginnings (decoding.PausedRow)."""
         with ieee_fp32_matmul(self.model.device):
             if settings.fast and self.fast_supported:
-                decode_fast(self.model, context, rows, should_stop, unconditional)
+                decode_fast(self.model, context, rows, should_stop, unconditional, draft, resume)
             else:
                 decode_reference(self.model, context, rows, should_stop, unconditional)
 
@@ -519,6 +532,17 @@ class Expander:
             except (OSError, EOFError) as e:
                 raise ModelLoadError(f"{path}: cannot read the model's known words ({e})") from None
         return self._known_words
+
+    def draft_tokens(self) -> DraftTable | None:
+        """The model's draft table (see ModelMeta.draft_tokens), read once; None without one, or when
+        self.guess_tokens is off (benchmarks time the decode without it)."""
+        name = self.meta.draft_tokens
+        if not self.guess_tokens or not name or self.folder is None:
+            return None
+        if self._draft_tokens is None:
+            self._draft_tokens = DraftTable.load(file_inside(self.folder, name, "draft_tokens"),
+                                                 self.model.config.vocab_size)
+        return self._draft_tokens
 
     def word_vectors(self) -> WordVectors | None:
         """The model's word vectors (see ModelMeta.word_vectors), read once; None without them."""

@@ -113,6 +113,7 @@ class RowDecoder:
         self.pause_at_words = pause_at_words
         self.words = [0] * self.n
         self.paused = [False] * self.n
+        self.paused_rows = None  # set by a fast decode: where paused rows can go on from (decoding.PausedRows)
         # Per row, the modifiers (by their number of commas before) in which the row began a word the repeat
         # bans had just banned, spelled another way: the model seldom finishes such a spelling, and the text
         # showed a word cut in two ("unreal engine, ..., unreal eng"). row_text leaves those modifiers out.

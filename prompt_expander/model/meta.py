@@ -25,6 +25,9 @@ class ModelMeta:
     # Word vectors learnt from the training corpus (word_vectors.py): the on-topic pick scores candidates with
     # them instead of the model's token embeddings.
     word_vectors: str | None = None
+    # An n-gram table of the training prompts (draft_tokens.py): a picked row's decode checks its guesses of the
+    # next tokens several at a time. It changes no choice, only how many steps a row takes.
+    draft_tokens: str | None = None
     # Trained on topic-tagged prompts (see topics.tagged): the context names the subject before the prompt.
     topic_tags: bool = False
     # The dtype `auto` picks on a CPU that multiplies bf16 natively ("bf16"), else fp32: a decode step streams
@@ -44,7 +47,7 @@ class ModelMeta:
 
     CPU_DTYPES = ("fp32", "bf16")
 
-    FILE_FIELDS = ("negative_vocabulary", "known_words", "word_vectors")  # fields that name a file of the model folder
+    FILE_FIELDS = ("negative_vocabulary", "known_words", "word_vectors", "draft_tokens")  # fields that name a file of the model folder
 
     @classmethod
     def read(cls, folder: str | Path | None) -> "ModelMeta":
