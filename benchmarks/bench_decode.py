@@ -141,7 +141,15 @@ def main(argv=None):
     results = [bench_model(exp.model_id, exp.model, exp.vocab, context, args.repeats, sync, args.cuda_graphs)]
     # The model's own settings (the shipped default's card: contrast on the first 16 words, the most on-topic of 6
     # beginnings), and beside them the same without the pick, with neither, and with 4 beginnings.
+    def without_guesses():  # the card's call with every token its own step (no draft table)
+        exp.guess_tokens = False
+        try:
+            return exp.expand("woman portrait", seed=1)
+        finally:
+            exp.guess_tokens = True
+
     calls = {"one": lambda: exp.expand("woman portrait", seed=1),
+             "one_no_guess": without_guesses,
              "eight": lambda: exp.expand_many("woman portrait", 8, seed=1),
              "one_no_pick": lambda: exp.expand("woman portrait", seed=1, candidates=1),
              "one_plain": lambda: exp.expand("woman portrait", seed=1, candidates=1, contrast=0),
@@ -156,6 +164,9 @@ def main(argv=None):
     results[0]["expand_call_plain_ms"] = 1000 * statistics.median(t["one_plain"])
     results[0]["expand_candidates4_ms"] = 1000 * statistics.median(t["one_candidates4"])
     results[0]["expand_candidates4_over_1"] = statistics.median(c / o for c, o in zip(t["one_candidates4"], t["one"]))
+    results[0]["expand_no_guess_ms"] = 1000 * statistics.median(t["one_no_guess"])
+    results[0]["expand_guess_over_no_guess"] = statistics.median(o / g for o, g in zip(t["one"], t["one_no_guess"]))
+    results[0]["draft_tokens"] = exp.draft_tokens() is not None
     results[0]["expand_no_pick_ms"] = 1000 * statistics.median(t["one_no_pick"])
     results[0]["expand_no_pick_over_1"] = statistics.median(c / o for c, o in zip(t["one_no_pick"], t["one"]))
     for name in ("contrast", "contrast_words", "candidates", "pick_words"):
@@ -182,6 +193,9 @@ def main(argv=None):
                       + (f"; graphs turned off: {r['graphs_disabled']}" if r.get("graphs_disabled") else ""))
         print(f"  8 variations / 1 expansion (ours): x{r['ours_8_over_1']:.2f}")
         if "expand_call_ms" in r:
+            if r.get("draft_tokens"):
+                print(f"  full expand() call without the draft table's guesses: {r['expand_no_guess_ms']:.1f} ms "
+                      f"(with them x{r['expand_guess_over_no_guess']:.2f})")
             print(f"  full expand() call ({own_settings(r)}): {r['expand_call_ms']:.1f} ms; without the pick: "
                   f"{r['expand_no_pick_ms']:.1f} ms (x{r['expand_no_pick_over_1']:.2f}); with neither pick nor "
                   f"contrast: {r['expand_call_plain_ms']:.1f} ms; expand_many(8): {r['expand_many8_ms']:.1f} ms "

@@ -50,6 +50,8 @@ def write_doc(path: Path, decode, load, train, machine: str) -> None:
         f"neither pick nor contrast: {r['expand_call_plain_ms']:.1f} ms; `expand_many(8)`: "
         f"{r['expand_many8_ms']:.1f} ms (x{r['expand_many8_over_1']:.2f}, median of per-round ratios); 4 "
         f"candidates (`candidates=4`): {r['expand_candidates4_ms']:.1f} ms (x{r['expand_candidates4_over_1']:.2f})."
+        + (f" Without the draft table's guesses (every token its own step): {r['expand_no_guess_ms']:.1f} ms "
+           f"(with them x{r['expand_guess_over_no_guess']:.2f})." if r.get("draft_tokens") else "")
         for r in decode if "expand_call_ms" in r]
     gpu_note = "" if any(r["device"].startswith("cuda") for r in decode) else (
         " No GPU was used, so there are no GPU figures;\n`python benchmarks/run_all.py --device cuda` adds them "
