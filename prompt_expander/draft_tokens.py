@@ -67,27 +67,23 @@ class DraftTable:
         self.contexts = {n: np.ascontiguousarray(c, dtype=np.int64) for n, c in contexts.items()}
         self.nexts = {n: np.ascontiguousarray(x, dtype=np.int64) for n, x in nexts.items()}
         self.orders = sorted(self.contexts, reverse=True)
-        # Python lists: searching them with bisect costs a fraction of numpy's per-call overhead on one value.
-        self._contexts = {n: c.tolist() for n, c in self.contexts.items()}
-        self._nexts = {n: x.tolist() for n, x in self.nexts.items()}
 
     def __len__(self) -> int:
         return sum(len(c) for c in self.contexts.values())
 
     def next_token(self, history: list[int]) -> int | None:
         """The likeliest next token after `history` by the longest context the table knows; None if none."""
-        from bisect import bisect_left
         v = self.vocab_size
         for n in self.orders:
-            if len(history) < n:
+            contexts = self.contexts[n]
+            if len(history) < n or not len(contexts):
                 continue
             key = 0
             for t in history[-n:]:
-                key = key * v + t
-            contexts = self._contexts[n]
-            i = bisect_left(contexts, key)
+                key = key * v + int(t)
+            i = int(np.searchsorted(contexts, key))
             if i < len(contexts) and contexts[i] == key:
-                return self._nexts[n][i]
+                return int(self.nexts[n][i])
         return None
 
     def propose(self, history: list[int], k: int) -> list[int]:
