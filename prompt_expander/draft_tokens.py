@@ -62,6 +62,8 @@ class DraftTable:
     position in one step and keeps the guesses only while they are what the row chooses from those logits,
     so a good table saves steps and a bad one costs a few rows of arithmetic."""
 
+    per_step = DRAFT_LENGTH  # guesses a decode checks in each step
+
     def __init__(self, vocab_size: int, contexts: dict[int, np.ndarray], nexts: dict[int, np.ndarray]):
         self.vocab_size = int(vocab_size)
         self.contexts = {n: np.ascontiguousarray(c, dtype=np.int64) for n, c in contexts.items()}

@@ -655,6 +655,8 @@ class PausedRows:
 
 
 class PausedRow:
+    """One row of PausedRows: its cache (views into the decode's) and the logits it paused on."""
+
     def __init__(self, caches: list[torch.Tensor], logits: torch.Tensor):
         self.caches, self.logits = caches, logits
 
@@ -666,8 +668,8 @@ def _decode_guessing(fast: FastGPT2, rows: RowDecoder, nxt: int, pos: int, total
     the guess (speculative decoding with a table for a draft model, and exact: every token is what the row
     chooses from the model's logits after the tokens before it, with its own draws).
 
-    At one row a step costs what reading the weights costs, for one position or five, so each guess taken is
-    a step saved. The logits of a position come out of a step of several positions, whose sums may round
+    At one row a step costs what reading the weights costs, and each further position only about a tenth more,
+    so each guess taken is most of a step saved. The logits of a position come out of a step of several positions, whose sums may round
     otherwise than a one-position step's; a row's text is the same whatever decodes beside it, since a row
     always goes on here alone."""
     fast.kv = [kv[:, :1] for kv in fast.kv]
@@ -675,7 +677,7 @@ def _decode_guessing(fast: FastGPT2, rows: RowDecoder, nxt: int, pos: int, total
     while True:
         if should_stop is not None:
             should_stop()
-        room = min(draft_length(), total - pos - 1)
+        room = min(draft.per_step, total - pos - 1)
         guess = draft.propose(recent, room) if room > 0 else []
         logits = fast.check(torch.tensor([nxt, *guess], device=device), pos)
         for j in range(len(guess) + 1):
@@ -686,11 +688,6 @@ def _decode_guessing(fast: FastGPT2, rows: RowDecoder, nxt: int, pos: int, total
             recent.append(nxt)
             if j == len(guess) or nxt != guess[j]:
                 break
-
-
-def draft_length() -> int:
-    from ..draft_tokens import DRAFT_LENGTH
-    return DRAFT_LENGTH
 
 
 @torch.inference_mode()
