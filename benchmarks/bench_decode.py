@@ -140,7 +140,8 @@ def main(argv=None):
     context = exp._context_ids("woman portrait", NEW_TOKENS)
     results = [bench_model(exp.model_id, exp.model, exp.vocab, context, args.repeats, sync, args.cuda_graphs)]
     # The model's own settings (the shipped default's card: contrast on the first 16 words, the most on-topic of 6
-    # beginnings), and beside them the same without the pick, with neither, and with 4 beginnings.
+    # beginnings of 16), and beside them the same without the draft table's guesses, without the pick, with
+    # neither pick nor contrast, and with 4 beginnings.
     def without_guesses():  # the card's call with every token its own step (no draft table)
         exp.guess_tokens = False
         try:

@@ -39,21 +39,19 @@ OPTIONAL_INPUTS = {
     "candidates": ("INT", {"default": MODELS_OWN, "min": MODELS_OWN, "max": MAX_CANDIDATES,
                            "tooltip": "Sample this many additions and keep the one whose words are closest to your "
                                       "prompt's: more on-topic, at about this many times the decode work (little "
-                                      "on a GPU). 1 = off; -1 = the model's own (the default; 1 for the shipped "
-                                      "model and for one whose card names none)."}),
+                                      "on a GPU). 1 = off; -1 = the model's own (the default: 6 for the shipped "
+                                      "model, 1 for one whose card names none)."}),
     "pick_words": ("INT", {"default": MODELS_OWN, "min": MODELS_OWN, "max": MAX_PICK_WORDS,
                            "tooltip": "With candidates: decode them only to this many words, keep the most on-topic "
                                       "beginning and finish only that one: most of the whole pick's gain at a "
                                       "fraction of its time. 0 = every candidate decoded to its end; -1 = the "
-                                      "model's own (the default; 0 for the shipped model and for one whose card "
+                                      "model's own (the default: 16 for the shipped model, 0 for one whose card "
                                       "names none)."}),
     "contrast_words": ("INT", {"default": MODELS_OWN, "min": MODELS_OWN, "max": MAX_CONTRAST_WORDS,
                                "tooltip": "Contrast chooses only the addition's first this-many words, the model "
                                           "alone the rest: faster, and most of contrast's gain is in the first "
-                                          "words. 16 with 4 candidates picked by 16 words and the on-topic style "
-                                          "at 0.5 matched people's own prompts in how much the addition is about "
-                                          "its subject. 0 = every word; -1 = the model's own (the default: every "
-                                          "word)."}),
+                                          "words. 0 = every word; -1 = the model's own (the default: 16 for the "
+                                          "shipped model, every word for one whose card names none)."}),
 }
 HIDDEN = {"unique_id": "UNIQUE_ID", "extra_pnginfo": "EXTRA_PNGINFO", "prompt": "PROMPT"}
 
