@@ -100,6 +100,20 @@ class ModelMeta:
         return asdict(self)
 
 
+def read_card(folder: str | Path) -> dict:
+    """A model folder's prompt_expander.json as a dict to update ({} when it has none), for a command that adds a
+    file to the folder: read before its minutes of building, so that a broken card fails at once."""
+    from ..fileio import read_json
+    path = Path(folder) / META_FILE
+    try:
+        card = read_json(path) if path.is_file() else {}
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"{path}: cannot read it ({e})") from None
+    if not isinstance(card, dict):
+        raise ModelLoadError(f"{path}: not a JSON object")
+    return card
+
+
 def file_inside(folder: str | Path, name: str, what: str) -> Path:
     """`folder / name`, refused unless it resolves inside the folder: a downloaded model's metadata must not
     point at /etc/passwd, at '../secret' or through a symlink that leads out."""

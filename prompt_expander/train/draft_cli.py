@@ -6,10 +6,10 @@ import time
 from pathlib import Path
 
 from .. import draft_tokens as dt
-from ..errors import DataError, ModelLoadError
-from ..fileio import read_json, write_json_atomic
+from ..errors import DataError
+from ..fileio import write_json_atomic
 from ..model.loading import load_tokenizer
-from ..model.meta import META_FILE, ModelMeta
+from ..model.meta import META_FILE, ModelMeta, read_card
 from .dataset import prompts_file, tokenize_file
 
 
@@ -29,12 +29,7 @@ def write_draft_tokens(model: str | Path, corpus: str | Path, max_entries: int =
 
     model = Path(model)
     card_path = model / META_FILE
-    try:  # read before the minutes of counting, so that a broken card fails at once
-        card = read_json(card_path) if card_path.is_file() else {}
-    except (OSError, ValueError) as e:
-        raise ModelLoadError(f"{card_path}: cannot read it ({e})") from None
-    if not isinstance(card, dict):
-        raise ModelLoadError(f"{card_path}: not a JSON object")
+    card = read_card(model)
     meta = ModelMeta.read(model)
     tok = load_tokenizer(model)
     config = AutoConfig.from_pretrained(str(model))

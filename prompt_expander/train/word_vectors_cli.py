@@ -5,9 +5,9 @@ import argparse
 import time
 from pathlib import Path
 
-from ..errors import DataError, ModelLoadError
-from ..fileio import read_json, write_json_atomic
-from ..model.meta import META_FILE
+from ..errors import DataError
+from ..fileio import write_json_atomic
+from ..model.meta import META_FILE, read_card
 from .. import word_vectors as wv
 from .dataset import prompts_file
 
@@ -31,12 +31,7 @@ def write_word_vectors(model: str | Path, corpus: str | Path, **settings) -> boo
     (the card is left as it was)."""
     model = Path(model)
     card_path = model / META_FILE
-    try:  # read before the minutes of building, so that a broken card fails at once
-        card = read_json(card_path) if card_path.is_file() else {}
-    except (OSError, ValueError) as e:
-        raise ModelLoadError(f"{card_path}: cannot read it ({e})") from None
-    if not isinstance(card, dict):
-        raise ModelLoadError(f"{card_path}: not a JSON object")
+    card = read_card(model)
     vectors = wv.build_word_vectors(corpus, **settings)
     if vectors is None:
         return False
