@@ -25,6 +25,14 @@ def test_only_plausible_tokens_are_ranked():
     assert 0.095 / 0.90 > CONTRAST_PLAUSIBILITY > 0.005 / 0.90
 
 
+def test_a_row_with_every_token_banned_scores_minus_infinity_and_leaves_the_others_alone():
+    logits = torch.tensor([[-math.inf, -math.inf, -math.inf], [2.0, 1.0, -3.0]])
+    unconditional = torch.zeros(2, 3)
+    scores = contrastive_scores(logits, unconditional, 1.0)
+    assert (scores[0] == -math.inf).all()
+    assert torch.equal(scores[1], contrastive_scores(logits[1:], unconditional[1:], 1.0)[0])
+
+
 @pytest.mark.parametrize("temperature", [0.0, 0.9])
 def test_fast_path_equals_the_reference_with_contrast(expander, temperature):
     fast = expander.expand_many("a red fox in the snow", 3, seed=5, temperature=temperature, contrast=0.7)

@@ -197,7 +197,10 @@ class Fp16ValuedWeight:
 
     def __call__(self, x: torch.Tensor, tanh_gelu: bool = False, residual: torch.Tensor | None = None) -> torch.Tensor:
         """x @ weight.T + bias, then either tanh-GELU or + residual (as PackedWeight)."""
-        out = self.rows(x, self.packed, self._padded)
+        n, plan = x.shape[0], self.rows
+        # most calls need no padding: straight to the op (a step makes 33 of them)
+        out = _fp16_linear(x, self.packed) if n <= plan.chunk and plan.padded[n - 1] == n else plan(x, self.packed,
+                                                                                                        self._padded)
         if tanh_gelu:
             out = F.gelu(out, approximate="tanh")
         if residual is not None:
@@ -466,7 +469,9 @@ class FastGPT2:
         if t > 1 and pos:
             # Position pos + j sees the cache and the new positions up to its own: SDPA's is_causal would align
             # the triangle to the first key, not to the cache's end.
-            mask = torch.ones(t, pos + t, dtype=torch.bool, device=ids.device).tril_(diagonal=pos)
+            # Additive, as SDPA would turn a boolean mask at each of the blocks' calls: the same values, made once.
+            mask = torch.ones(t, pos + t, dtype=torch.bool, device=ids.device).triu_(diagonal=pos + 1)
+            mask = torch.zeros(t, pos + t, dtype=self.wte.dtype, device=ids.device).masked_fill_(mask, -math.inf)
 
         def attend(i, qkv):
             kv = self.kv[i]

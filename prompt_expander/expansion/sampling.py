@@ -63,10 +63,12 @@ def contrastive_scores(logits: torch.Tensor, unconditional: torch.Tensor, weight
     likely gain. Ranking only tokens within CONTRAST_PLAUSIBILITY of the top one (Li et al. 2023's adaptive
     plausibility) keeps the contrast from promoting tokens that are merely rare without the input."""
     conditional = logits.log_softmax(dim=-1)
-    conditional = conditional.masked_fill(conditional.isnan(), -math.inf)  # a row with every token banned
+    top = conditional.max(dim=-1, keepdim=True).values
+    if bool(top.isnan().any()):  # a row with every token banned is all NaN (max passes NaN on): -inf instead
+        conditional = conditional.masked_fill(conditional.isnan(), -math.inf)
+        top = conditional.max(dim=-1, keepdim=True).values
     scores = conditional - weight * unconditional.log_softmax(dim=-1)
-    floor = conditional.max(dim=-1, keepdim=True).values + math.log(CONTRAST_PLAUSIBILITY)
-    return scores.masked_fill(conditional < floor, -math.inf)
+    return scores.masked_fill_(conditional < top + math.log(CONTRAST_PLAUSIBILITY), -math.inf)
 
 
 def gumbel_rows(generators, n: int) -> torch.Tensor:
@@ -81,7 +83,7 @@ def gumbel_rows(generators, n: int) -> torch.Tensor:
     for r, g in enumerate(generators):
         if g is not None:
             torch.rand(n, generator=g, dtype=torch.float32, out=u[r, :n])
-    return -torch.log(-torch.log(u.clamp_(min=1e-20, max=1 - 1e-7)))[:, :n]
+    return u.clamp_(min=1e-20, max=1 - 1e-7).log_().neg_().log_().neg_()[:, :n]  # -log(-log(u)), in place
 
 
 class RowDecoder:
