@@ -160,6 +160,10 @@ def main(argv=None):
     with torch.inference_mode():  # what a user waits for: context, decode with the CLIP budget, clean-up
         t = paired_times(calls, args.repeats, sync)
     results[0]["expand_call_ms"] = 1000 * statistics.median(t["one"])
+    # Machines differ between sessions, and a shared one between spells of an hour: stock generate() on the same
+    # weights in the same run is a yardstick for telling a change of ours from a change of machine, if a rough one
+    # (its time is more Python and less reading of weights than ours).
+    results[0]["expand_over_stock_b1"] = results[0]["expand_call_ms"] / results[0]["stock_b1_ms"]
     results[0]["expand_many8_ms"] = 1000 * statistics.median(t["eight"])
     results[0]["expand_many8_over_1"] = statistics.median(e / o for e, o in zip(t["eight"], t["one"]))
     results[0]["expand_call_plain_ms"] = 1000 * statistics.median(t["one_plain"])
@@ -197,7 +201,8 @@ def main(argv=None):
             if r.get("draft_tokens"):
                 print(f"  full expand() call without the draft table's guesses: {r['expand_no_guess_ms']:.1f} ms "
                       f"(with them x{r['expand_guess_over_no_guess']:.2f})")
-            print(f"  full expand() call ({own_settings(r)}): {r['expand_call_ms']:.1f} ms; without the pick: "
+            print(f"  full expand() call ({own_settings(r)}): {r['expand_call_ms']:.1f} ms "
+                  f"(x{r['expand_over_stock_b1']:.2f} of stock generate() at batch 1); without the pick: "
                   f"{r['expand_no_pick_ms']:.1f} ms (x{r['expand_no_pick_over_1']:.2f}); with neither pick nor "
                   f"contrast: {r['expand_call_plain_ms']:.1f} ms; expand_many(8): {r['expand_many8_ms']:.1f} ms "
                   f"(x{r['expand_many8_over_1']:.2f}); 4 candidates: {r['expand_candidates4_ms']:.1f} ms "

@@ -45,7 +45,9 @@ def write_doc(path: Path, decode, load, train, machine: str) -> None:
     # What a user waits for: context, decode with the CLIP budget, clean-up, at the model's own settings.
     expand_lines = [
         f"- A full `expand()` call on the default model, {r['device']} {r['dtype']} (context, decode, clean-up, CLIP "
-        f"count; the model's own settings: {bench_decode.own_settings(r)}): {r['expand_call_ms']:.1f} ms; without "
+        f"count; the model's own settings: {bench_decode.own_settings(r)}): {r['expand_call_ms']:.1f} ms"
+        + (f" (x{r['expand_over_stock_b1']:.2f} of stock `generate()` at batch 1 in the same run)"
+           if "expand_over_stock_b1" in r else "") + "; without "
         f"the pick (`candidates=1`): {r['expand_no_pick_ms']:.1f} ms (x{r['expand_no_pick_over_1']:.2f}); with "
         f"neither pick nor contrast: {r['expand_call_plain_ms']:.1f} ms; `expand_many(8)`: "
         f"{r['expand_many8_ms']:.1f} ms (x{r['expand_many8_over_1']:.2f}, median of per-round ratios); 4 "
