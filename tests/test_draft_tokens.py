@@ -113,9 +113,9 @@ def _texts(exp, guess: bool, **kw):
 def test_guessing_changes_no_text_and_takes_fewer_steps(drafted_model, monkeypatch):
     exp = load_expander(str(drafted_model))
     checks = []
-    real = decoding.FastGPT2.check
-    monkeypatch.setattr(decoding.FastGPT2, "check", lambda self, tokens, pos: (checks.append(len(tokens)),
-                                                                                 real(self, tokens, pos))[1])
+    real = decoding.FastGPT2.check_rows
+    monkeypatch.setattr(decoding.FastGPT2, "check_rows", lambda self, rows: (
+        checks.extend(len(tokens) for _, tokens, _ in rows), real(self, rows))[1])
     guessed = _texts(exp, True)
     assert guessed == _texts(exp, False)
     assert checks and max(checks) > 1  # guesses were checked, several positions a step
@@ -136,6 +136,28 @@ def test_with_guessing_each_variation_is_its_seed_alone(drafted_model):
     many = [r.text for r in exp.expand_many("a castle on a hill", 4, seed=9, **kw)]
     assert many == [exp.expand("a castle on a hill", seed=9 + i, **kw).text for i in range(4)]
     assert many == [r.text for r in exp.expand_many("a castle on a hill", 4, seed=9, fast=False, **kw)]
+
+
+@pytest.mark.parametrize("kw", [dict(candidates=3, pick_words=3), dict(candidates=3, pick_words=3, contrast=1.0,
+                                                                         contrast_words=3)])
+def test_the_chosen_rows_go_on_together_each_as_its_seed_alone(drafted_model, tmp_path, monkeypatch, kw):
+    if not decoding.fp16_weight_linear_available():
+        pytest.skip("this torch build has no FBGEMM")
+    folder = tmp_path / "fp16-valued"  # as the shipped model: saved in fp16, so its rows go to FBGEMM
+    shutil.copytree(drafted_model, folder)
+    exp = load_expander(str(folder))
+    with torch.no_grad():
+        for p in exp.model.parameters():
+            p.copy_(p.half().float())
+    decoding.weights_changed(exp.model)
+    together = []
+    real = decoding.FastGPT2.check_rows
+    monkeypatch.setattr(decoding.FastGPT2, "check_rows", lambda self, rows: (together.append(len(rows)),
+                                                                             real(self, rows))[1])
+    many = [r.text for r in exp.expand_many("a castle on a hill", 5, seed=9, **kw)]
+    assert max(together) > 1  # the rests went on in shared steps
+    assert many == [exp.expand("a castle on a hill", seed=9 + i, **kw).text for i in range(5)]
+    assert many == [r.text for r in exp.expand_many("a castle on a hill", 5, seed=9, fast=False, **kw)]
 
 
 def test_a_picked_row_goes_on_from_its_own_cache_without_a_prefill(drafted_model, monkeypatch):

@@ -313,6 +313,7 @@ class FastGPT2:
         self._lean: list[tuple] | None = None  # per block, what _lean_layers reads; None: use _block
         self._fp16_matmul = False  # some prepared weight of this decode goes to FBGEMM (see decode_rows)
         self.graphs = None  # graphs.DecodeGraphs, once a CUDA decode with graphs on asks
+        self._masks: dict[tuple, torch.Tensor] = {}  # see _after_cache_mask
 
     def __reduce__(self):
         # A host may deepcopy or pickle the model this cache hangs on; oneDNN's packed tensors can be
@@ -463,18 +464,29 @@ class FastGPT2:
             rows = out(fc(h, tanh_gelu=True), residual=rows)
         return rows.view(b, t, width)
 
-    def _forward(self, ids: torch.Tensor, pos: int, every_position: bool = False) -> torch.Tensor:
+    def _after_cache_mask(self, t: int, pos: int, device) -> torch.Tensor | None:
+        """The mask for t new positions after a cache of pos: position pos + j sees the cache and the new
+        positions up to its own (SDPA's is_causal would align the triangle to the first key, not to the cache's
+        end). None where nothing is hidden (one position, or no cache: is_causal). Additive, as SDPA would turn a
+        boolean mask at each of the blocks' calls: the same values, made once, and kept (a few hundred small ones
+        at most: the cache's length times the positions a check feeds)."""
+        if t == 1 or not pos:
+            return None
+        key = (t, pos, self.wte.dtype, torch.device(device))
+        mask = self._masks.get(key)
+        if mask is None:
+            hidden = torch.arange(pos + t, device=device) > torch.arange(pos, pos + t, device=device)[:, None]
+            mask = torch.zeros(t, pos + t, dtype=self.wte.dtype, device=device).masked_fill_(hidden, -math.inf)
+            self._masks[key] = mask
+        return mask
+
+    def _forward(self, ids: torch.Tensor, pos: int, every_position: bool = False, caches=None) -> torch.Tensor:
         t = ids.shape[1]
-        mask = None
-        if t > 1 and pos:
-            # Position pos + j sees the cache and the new positions up to its own: SDPA's is_causal would align
-            # the triangle to the first key, not to the cache's end.
-            # Additive, as SDPA would turn a boolean mask at each of the blocks' calls: the same values, made once.
-            mask = torch.ones(t, pos + t, dtype=torch.bool, device=ids.device).triu_(diagonal=pos + 1)
-            mask = torch.zeros(t, pos + t, dtype=self.wte.dtype, device=ids.device).masked_fill_(mask, -math.inf)
+        mask = self._after_cache_mask(t, pos, ids.device)
+        caches = self.kv if caches is None else caches
 
         def attend(i, qkv):
-            kv = self.kv[i]
+            kv = caches[i]
             kv[:, :, :, pos:pos + t] = qkv[1:]  # keys and values in one copy
             return F.scaled_dot_product_attention(qkv[0], kv[0, :, :, :pos + t], kv[1, :, :, :pos + t],
                                                   attn_mask=mask, is_causal=t > 1 and mask is None, scale=self.scale)
@@ -508,10 +520,39 @@ class FastGPT2:
     def step(self, tokens: torch.Tensor, pos: int) -> torch.Tensor:
         return self._forward(tokens.view(-1, 1), pos)
 
-    def check(self, tokens: torch.Tensor, pos: int) -> torch.Tensor:
-        """One row's tokens at positions pos, pos + 1, ... in one step: the logits after each, [len(tokens),
-        vocab]. The cache's first row is that row's; each weight is read once for all the positions."""
-        return self._forward(tokens.view(1, -1), pos, every_position=True)
+    def check_rows(self, rows: list[tuple[list[torch.Tensor], list[int], int]]) -> list[torch.Tensor]:
+        """Several rows' tokens in one step, each (its caches, its tokens, pos): the tokens go at positions pos,
+        pos + 1, ... of that row's caches (one row each, [2, 1, heads, positions, head_dim] per block). Returns per
+        row the logits after each of its tokens, [len(tokens), vocab].
+
+        Each weight is read once for every position of every row, while each row attends over its own cache
+        in an attention call of its own, with the shapes and the mask it would have alone: a row's logits are
+        the ones it gets in a step by itself wherever each row's result of a matmul is its own (FBGEMM's, with
+        Fp16RowPlan; decode_rests asks for that before it puts rows together)."""
+        device = self.wte.device
+        if len(rows) == 1:
+            caches, tokens, pos = rows[0]
+            return [self._forward(torch.tensor([tokens], device=device), pos, every_position=True, caches=caches)]
+        spans, start = [], 0
+        for caches, tokens, pos in rows:
+            spans.append((start, start + len(tokens), pos, caches, self._after_cache_mask(len(tokens), pos, device)))
+            start += len(tokens)
+        ids = torch.tensor([tok for _, tokens, _ in rows for tok in tokens], device=device)
+        positions = torch.tensor([pos + j for _, tokens, pos in rows for j in range(len(tokens))], device=device)
+
+        def attend(i, qkv):
+            out = []
+            for first, end, pos, caches, mask in spans:
+                kv, t = caches[i], end - first
+                kv[:, :, :, pos:pos + t] = qkv[1:, :, :, first:end]  # as _forward's attend, on this row's part
+                out.append(F.scaled_dot_product_attention(qkv[0, :, :, first:end], kv[0, :, :, :pos + t],
+                                                          kv[1, :, :, :pos + t], attn_mask=mask,
+                                                          is_causal=t > 1 and mask is None, scale=self.scale))
+            return torch.cat(out, dim=2)
+
+        x = (self.wte[ids] + self.wpe[positions]).unsqueeze(0)
+        logits = self.layers(x, attend, every_position=True)
+        return [logits[first:end] for first, end, *_ in spans]
 
     def step_rows(self, tokens: torch.Tensor, positions: torch.Tensor, length: int, caches=None) -> torch.Tensor:
         """One step where row r is at positions[r] (all below `length`): rows with different contexts share
@@ -543,7 +584,7 @@ def decode_fast(model, context_ids: list[int], rows: RowDecoder, should_stop: Ca
     """Decode every row; with rows.contrast, the same tokens also follow `unconditional_ids` in a second cache.
 
     With a draft (draft_tokens.DraftTable), a single row checks the table's guesses of its next tokens in one step
-    once it needs no unconditional logits (see _decode_guessing). A decode of rows that pause (pause_at_words)
+    once it needs no unconditional logits (see decode_guessing). A decode of rows that pause (pause_at_words)
     leaves their caches in rows.paused_rows; `resume` (one of them, with a draft) goes on from it with no prefill,
     context_ids being that row's context and tokens."""
     fast = getattr(model, "_prompt_expander_fast", None)
@@ -555,15 +596,9 @@ def decode_fast(model, context_ids: list[int], rows: RowDecoder, should_stop: Ca
     left = rows.max_new_tokens - replayed
     total = len(context_ids) + left
     if resume is not None:
-        if draft is None or rows.n != 1 or rows.wants_unconditional:
+        if draft is None:
             raise ValueError("resume goes on with one row, a draft and no contrast")
-        fast._prepare_weights(1)
-        fast.kv = resume.caches
-        nxt = rows.choose(resume.logits)
-        if not (rows.all_done or len(context_ids) >= total):
-            _decode_guessing(fast, rows, int(nxt[0]), len(context_ids), total,
-                             context_ids + rows.tokens[0][replayed:], draft, should_stop)
-        fast.kv = None
+        decode_rests(model, [(context_ids, rows, resume)], draft, should_stop)
         return rows
     contrast = rows.contrast > 0 and unconditional_ids is not None
     graphs = decode_graphs.graphs_for(fast)
@@ -625,8 +660,8 @@ def decode_fast(model, context_ids: list[int], rows: RowDecoder, should_stop: Ca
             offsets = torch.zeros(width, dtype=torch.long, device=device)
             dummy = torch.zeros(width - n, dtype=torch.long, device=device)
         if draft is not None and n == 1 and static is None and not contrast:
-            _decode_guessing(fast, rows, int(nxt[0]), pos, total, context_ids + rows.tokens[0][replayed:], draft,
-                             should_stop)
+            decode_guessing(fast, [GuessingRow(rows, int(nxt[0]), pos, total, context_ids + rows.tokens[0][replayed:],
+                                               [kv[:, :1] for kv in fast.kv])], draft, should_stop)
             break
         if static is not None:
             logits = static.run(nxt, pos)
@@ -666,33 +701,83 @@ class PausedRow:
         self.caches, self.logits = caches, logits
 
 
-def _decode_guessing(fast: FastGPT2, rows: RowDecoder, nxt: int, pos: int, total: int, recent: list[int], draft,
-                     should_stop) -> None:
-    """Decode one row on from `nxt`, its token for position `pos`: each step feeds it with the draft's guesses of
+class GuessingRow:
+    """A row decoding on alone from its own cache with a draft's guesses (see decode_guessing): where it is, and
+    its token for that position."""
+
+    def __init__(self, rows: RowDecoder, nxt: int, pos: int, total: int, recent: list[int],
+                 caches: list[torch.Tensor]):
+        self.rows, self.nxt, self.pos, self.total, self.recent, self.caches = rows, nxt, pos, total, recent, caches
+
+    def take(self, logits: torch.Tensor, guess: list[int]) -> bool:
+        """Choose from the logits at each fed position in turn while the choice is the guess; False once the
+        row is finished."""
+        for j in range(len(guess) + 1):
+            self.pos += 1
+            self.nxt = int(self.rows.choose(logits[j:j + 1])[0])
+            if self.rows.all_done or self.pos >= self.total:
+                return False
+            self.recent.append(self.nxt)
+            if j == len(guess) or self.nxt != guess[j]:
+                return True
+        return True
+
+
+def decode_guessing(fast: FastGPT2, rows: list[GuessingRow], draft, should_stop) -> None:
+    """Decode each row on from its token `nxt` for position `pos`: each step feeds it with the draft's guesses of
     the tokens after it, and the row chooses from the logits at each fed position in turn while its choice is
     the guess (speculative decoding with a table for a draft model, and exact: every token is what the row
     chooses from the model's logits after the tokens before it, with its own draws).
 
     At one row a step costs what reading the weights costs, and each further position only about a tenth more,
-    so each guess taken is most of a step saved. The logits of a position come out of a step of several positions, whose sums may round
-    otherwise than a one-position step's; a row's text is the same whatever decodes beside it, since a row
-    always goes on here alone."""
-    fast.kv = [kv[:, :1] for kv in fast.kv]
-    device = fast.wte.device
-    while True:
+    so each guess taken is most of a step saved. The logits of a position come out of a step of several
+    positions, whose sums may round otherwise than a one-position step's; a row's text does not depend on the
+    rows decoded beside it (see FastGPT2.check_rows), nor on the rows its beginning was decoded with."""
+    live = list(rows)
+    while live:
         if should_stop is not None:
             should_stop()
-        room = min(draft.per_step, total - pos - 1)
-        guess = draft.propose(recent, room) if room > 0 else []
-        logits = fast.check(torch.tensor([nxt, *guess], device=device), pos)
-        for j in range(len(guess) + 1):
-            pos += 1
-            nxt = int(rows.choose(logits[j:j + 1])[0])
-            if rows.all_done or pos >= total:
-                return
-            recent.append(nxt)
-            if j == len(guess) or nxt != guess[j]:
-                break
+        guesses = []
+        for row in live:
+            room = min(draft.per_step, row.total - row.pos - 1)
+            guesses.append(draft.propose(row.recent, room) if room > 0 else [])
+        logits = fast.check_rows([(row.caches, [row.nxt, *guess], row.pos) for row, guess in zip(live, guesses)])
+        live = [row for row, guess, out in zip(live, guesses, logits) if row.take(out, guess)]
+
+
+def _resumed(rows: RowDecoder, context_ids: list[int], resume: "PausedRow") -> GuessingRow | None:
+    """A paused row (rows, replayed) going on from its cache: its first choice made, or None if that finished it."""
+    if rows.n != 1 or rows.wants_unconditional:
+        raise ValueError("resume goes on with one row, a draft and no contrast")
+    replayed = rows.steps  # its first tokens are in the context
+    total = len(context_ids) + rows.max_new_tokens - replayed
+    nxt = int(rows.choose(resume.logits)[0])
+    if rows.all_done or len(context_ids) >= total:
+        return None
+    return GuessingRow(rows, nxt, len(context_ids), total, context_ids + rows.tokens[0][replayed:], resume.caches)
+
+
+@torch.inference_mode()
+def decode_rests(model, rests: list[tuple[list[int], RowDecoder, "PausedRow"]], draft,
+                 should_stop: Callable[[], None] | None = None) -> None:
+    """Several paused rows (each: its context and tokens, its one-row decoder replayed, its PausedRow) go on from
+    their caches with the draft's guesses, in shared steps where a row's result of a matmul is its own (the
+    FBGEMM path with Fp16RowPlan, the default model on an x86 CPU), else one after another. Either way each row
+    writes what it writes alone: the rests of 8 variations, each its own seed's, share their weight reads."""
+    if not rests:
+        return
+    fast = model._prompt_expander_fast  # the beginnings' decode made it, and the caches
+    fast._prepare_weights(len(rests))
+    together = fast._fp16_matmul
+    going = []
+    for context_ids, rows, resume in rests:
+        row = _resumed(rows, context_ids, resume)
+        if row is not None and together:
+            going.append(row)
+        elif row is not None:
+            decode_guessing(fast, [row], draft, should_stop)
+    if going:
+        decode_guessing(fast, going, draft, should_stop)
 
 
 @torch.inference_mode()

@@ -14,7 +14,7 @@ import torch
 from . import syntax
 from ..model.adapters import adapter_signature, base_fingerprint, load_adapter_deltas
 from .budget import approx_clip_tokens, clip_budget
-from .decoding import (FastGPT2, decode_fast, decode_groups, decode_reference, holds_fp16_values,
+from .decoding import (FastGPT2, decode_fast, decode_groups, decode_rests, decode_reference, holds_fp16_values,
                        ieee_fp32_matmul, weights_changed)
 from ..errors import AdapterError, InputError, ModelLoadError, NegativeNotSupportedError
 from ..fragments import fragments, read_known_words, words_in
@@ -398,14 +398,18 @@ class Expander:
         words, 0.051 specificity on PartiPrompts against 0.058 for the whole-addition pick and 0.032 for none).
 
         The beginnings of several seeds decode as one batch, as the whole pick's candidates do (a row's text does
-        not depend on the rows beside it); each chosen row then goes on alone, since the rows' beginnings differ
-        in length and a row's bits could depend on the longest one's (see decoding.decode_groups)."""
+        not depend on the rows beside it). The chosen rows go on from their own caches in shared steps, each
+        attending over its own positions alone (decoding.decode_rests), or one after another where a row's
+        matmul results could depend on the rows beside it, or where a row goes on with contrast (a prefill of
+        its own): rows of beginnings that differ in length in one attention call could round otherwise than
+        alone (see decoding.decode_groups)."""
         k = settings.candidates
         picker = self._picker(min_words=0)
         subject = self._in_model_case(prompt.plain)
         unconditional = self._unconditional_ids() if settings.contrast else None
         context = None
-        picked = []
+        picked: list[str | None] = []
+        draft = self.draft_tokens()
         for group, options in candidate_batches(seeds, k):
             starts = self._row_decoder(prompt, options, settings, budget, count_fn, pause_at_words=settings.pick_words)
             if context is None:  # the same for every seed
@@ -413,6 +417,7 @@ class Expander:
             self._run_decode(context, starts, settings, should_stop, unconditional)
             # scored tidied, as the whole-addition pick scores its candidates
             tidied = self._finished_rows(starts, prompt, settings, budget, count_fn)
+            rests = []  # (where in picked, its context and tokens, its decoder, its cache) of rows going on together
             for i in range(len(group)):
                 best = i * k + picker.pick(subject, tidied[i * k:(i + 1) * k])
                 if not starts.paused[best]:  # it ended before its pick words: nothing to go on with
@@ -421,14 +426,22 @@ class Expander:
                     rows = self._row_decoder(prompt, [options[best]], settings, budget, count_fn)
                     rows.replay(starts, best)
                     begun = rows.tokens[0]
-                    draft = self.draft_tokens()
                     # with a draft, the row goes on from its own cache of the pick (no prefill)
-                    resume = (starts.paused_rows.row(best) if draft is not None and starts.paused_rows is not None
-                              and not rows.wants_unconditional else None)
+                    if draft is not None and starts.paused_rows is not None and not rows.wants_unconditional:
+                        rests.append((len(picked), context + begun, rows, starts.paused_rows.row(best)))
+                        picked.append(None)
+                        continue
                     self._run_decode(context + begun, rows, settings, should_stop,
                                      unconditional + begun if unconditional and rows.wants_unconditional else None,
-                                     draft=draft, resume=resume)
+                                     draft=draft)
                     picked.append(self._finished_rows(rows, prompt, settings, budget, count_fn)[0])
+                if on_progress is not None:
+                    on_progress(sum(p is not None for p in picked), len(seeds))
+            if rests:
+                with ieee_fp32_matmul(self.model.device):
+                    decode_rests(self.model, [rest[1:] for rest in rests], draft, should_stop)
+                for at, _, rows, _ in rests:
+                    picked[at] = self._finished_rows(rows, prompt, settings, budget, count_fn)[0]
                 if on_progress is not None:
                     on_progress(len(picked), len(seeds))
             starts.paused_rows = None  # the beginnings' caches, kept for the picked rows to go on from
@@ -453,13 +466,12 @@ class Expander:
         return [self.finish(rows.row_text(r), budget, count_fn, blocked, prompt, known, allowed) for r in range(rows.n)]
 
     def _run_decode(self, context: list[int], rows: RowDecoder, settings, should_stop, unconditional,
-                    draft=None, resume=None) -> None:
+                    draft=None) -> None:
         """Decode the rows. `draft` only for a row that always decodes alone (a picked row's rest): a row decoded
-        beside others steps with them, and must get the bits it gets alone (see decoding._decode_guessing).
-        `resume`: where that row paused in the fast decode of the beginnings (decoding.PausedRow)."""
+        beside others steps with them, and must get the bits it gets alone (see decoding.decode_guessing)."""
         with ieee_fp32_matmul(self.model.device):
             if settings.fast and self.fast_supported:
-                decode_fast(self.model, context, rows, should_stop, unconditional, draft, resume)
+                decode_fast(self.model, context, rows, should_stop, unconditional, draft)
             else:
                 decode_reference(self.model, context, rows, should_stop, unconditional)
 
