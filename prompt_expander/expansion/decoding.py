@@ -312,6 +312,7 @@ class FastGPT2:
         self._head: StreamedWeight | None = None
         self._lean: list[tuple] | None = None  # per block, what _lean_layers reads; None: use _block
         self._fp16_matmul = False  # some prepared weight of this decode goes to FBGEMM (see decode_rows)
+        self.rows_apart = False  # every matmul of this decode goes to FBGEMM: each row's result is its own
         self.graphs = None  # graphs.DecodeGraphs, once a CUDA decode with graphs on asks
         self._masks: dict[tuple, torch.Tensor] = {}  # see _after_cache_mask
 
@@ -351,7 +352,7 @@ class FastGPT2:
         new storage, a style mixed in place calls weights_changed() (and bumps the version counter, which
         tensors made under inference_mode lack).
         """
-        self._lean, self._fp16_matmul = None, False
+        self._lean, self._fp16_matmul, self.rows_apart = None, False, False
         if self.head.device.type != "cpu":
             self._streamed, self._packed, self._head, self._use_packed = {}, {}, None, False
             return
@@ -398,8 +399,11 @@ class FastGPT2:
             self._packed["head"] = (key, prepared(self.head, None))
         if self._use_packed and self._packed_from <= 1 and self.tanh_gelu:
             self._lean = self._lean_plan()
-        kernels = (p.inner if isinstance(p, WidenedWeight) else p for _, p in self._packed.values())
+        kernels = [p.inner if isinstance(p, WidenedWeight) else p for _, p in self._packed.values()]
         self._fp16_matmul = self._use_packed and any(isinstance(k, Fp16ValuedWeight) for k in kernels)
+        # A style mixed into the weights leaves them no fp16 values, and those go to oneDNN, whose kernels for
+        # different row counts are not known to sum alike.
+        self.rows_apart = self._use_packed and bool(kernels) and all(isinstance(k, Fp16ValuedWeight) for k in kernels)
 
     def decode_rows(self, n: int) -> int:
         """How many rows a decode of n rows computes, once its weights are prepared: n, or more where they go
@@ -768,7 +772,7 @@ def decode_rests(model, rests: list[tuple[list[int], RowDecoder, "PausedRow"]], 
         return
     fast = model._prompt_expander_fast  # the beginnings' decode made it, and the caches
     fast._prepare_weights(len(rests))
-    together = fast._fp16_matmul
+    together = fast.rows_apart
     going = []
     for context_ids, rows, resume in rests:
         row = _resumed(rows, context_ids, resume)
