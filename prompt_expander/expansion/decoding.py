@@ -706,8 +706,8 @@ class PausedRow:
 
 
 class GuessingRow:
-    """A row decoding on alone from its own cache with a draft's guesses (see decode_guessing): where it is, and
-    its token for that position."""
+    """A row decoding on from its own caches with a draft's guesses (see decode_guessing): its one-row decoder,
+    its token `nxt` for position `pos`, where it must stop (`total`), and the tokens the draft reads."""
 
     def __init__(self, rows: RowDecoder, nxt: int, pos: int, total: int, recent: list[int],
                  caches: list[torch.Tensor]):
