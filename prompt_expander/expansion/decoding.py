@@ -197,10 +197,7 @@ class Fp16ValuedWeight:
 
     def __call__(self, x: torch.Tensor, tanh_gelu: bool = False, residual: torch.Tensor | None = None) -> torch.Tensor:
         """x @ weight.T + bias, then either tanh-GELU or + residual (as PackedWeight)."""
-        n, plan = x.shape[0], self.rows
-        # most calls need no padding: straight to the op (a step makes 33 of them)
-        out = _fp16_linear(x, self.packed) if n <= plan.chunk and plan.padded[n - 1] == n else plan(x, self.packed,
-                                                                                                        self._padded)
+        out = self.rows(x, self.packed, self._padded)
         if tanh_gelu:
             out = F.gelu(out, approximate="tanh")
         if residual is not None:
@@ -772,16 +769,13 @@ def decode_rests(model, rests: list[tuple[list[int], RowDecoder, "PausedRow"]], 
         return
     fast = model._prompt_expander_fast  # the beginnings' decode made it, and the caches
     fast._prepare_weights(len(rests))
-    together = fast.rows_apart
-    going = []
-    for context_ids, rows, resume in rests:
-        row = _resumed(rows, context_ids, resume)
-        if row is not None and together:
-            going.append(row)
-        elif row is not None:
-            decode_guessing(fast, [row], draft, should_stop)
-    if going:
+    going = [row for row in (_resumed(rows, context_ids, resume) for context_ids, rows, resume in rests)
+             if row is not None]
+    if fast.rows_apart:
         decode_guessing(fast, going, draft, should_stop)
+    else:
+        for row in going:
+            decode_guessing(fast, [row], draft, should_stop)
 
 
 @torch.inference_mode()
