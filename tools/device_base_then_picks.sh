@@ -26,8 +26,9 @@ M=runs/device/$NAME
 cp $D/word_vectors.safetensors $M/
 python - "$M/prompt_expander.json" <<'PY'
 import json, sys
+from prompt_expander.fileio import write_json_atomic
 meta = json.load(open(sys.argv[1])); meta.update(contrast=1.0, word_vectors="word_vectors.safetensors")
-json.dump(meta, open(sys.argv[1], "w"), indent=2); print(meta)
+write_json_atomic(sys.argv[1], meta); print(meta)
 PY
 mins=$(python -c "print(max(0.2, ($(left) - 60) / 60))")
 echo "self-distill for $mins min"
