@@ -190,3 +190,45 @@ def test_the_models_own_contrast_words(tiny_model_dir, tmp_path, value):
     assert own.settings["contrast_words"] == value
     assert own.text == exp.expand("a red fox in the snow", seed=5, contrast_words=value).text
     assert exp.expand("a red fox in the snow", seed=5, contrast_words=0).settings["contrast_words"] == 0
+
+
+def test_cache_positions_a_row_has_not_written_never_reach_its_text(expander, monkeypatch):
+    # The contrast decode's caches come from torch.empty and are zeroed just ahead of the steps that read them
+    # (decoding.ZeroedAhead): filled with NaN instead of whatever memory held, every text stays the reference's.
+    real_empty = torch.empty
+
+    def nan_empty(*size, **kw):
+        out = real_empty(*size, **kw)
+        return out.fill_(math.nan) if out.is_floating_point() else out
+
+    text = "a castle on a hill"
+    kw = dict(contrast=0.8, contrast_words=2)
+    picked = dict(contrast=1.0, candidates=4, pick_words=3, contrast_words=3)
+    reference = ([r.text for r in expander.expand_many(text, 4, seed=11, fast=False, **kw)],
+                 [r.text for r in expander.expand_many(text, 3, seed=20, fast=False, **picked)])
+    monkeypatch.setattr(torch, "empty", nan_empty)
+    assert ([r.text for r in expander.expand_many(text, 4, seed=11, **kw)],
+            [r.text for r in expander.expand_many(text, 3, seed=20, **picked)]) == reference
+
+
+def test_the_unconditional_prefill_is_kept_until_the_weights_change(expander):
+    text = "a red fox in the snow"
+    first = expander.expand(text, seed=4, contrast=0.7).text
+    fast = expander.model._prompt_expander_fast
+    kept = fast._unconditional
+    assert expander.expand(text, seed=4, contrast=0.7).text == first
+    assert fast._unconditional is kept  # computed once for both calls
+    c_fc = expander.model.transformer.h[0].mlp.c_fc
+    saved = c_fc.weight.detach().clone()
+    try:
+        with torch.no_grad():
+            c_fc.weight.mul_(1.5)  # in place: a new version, the same storage
+        changed = expander.expand(text, seed=4, contrast=0.7).text
+        assert fast._unconditional is not kept
+        assert changed == expander.expand(text, seed=4, contrast=0.7, fast=False).text
+        ids = expander._unconditional_ids()
+        assert torch.equal(fast._unconditional[2], fast.prefill(torch.tensor([ids]), 1, len(ids)))
+    finally:
+        with torch.no_grad():
+            c_fc.weight.copy_(saved)
+        fast.kv = None
