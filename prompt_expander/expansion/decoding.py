@@ -579,8 +579,8 @@ class FastGPT2:
         """One step where row r is at positions[r] (all below `length`): rows with different contexts share
         each weight read. Each row writes its keys and values at its own position in `caches` (default
         self.kv) and attends to its own positions only; the positions it has not written must hold finite
-        values (prefill zeroes them). The shapes depend on `length` alone, and no value
-        goes back to the host, so a CUDA graph can record it (see graphs.StaticStep)."""
+        values (prefill zeroes them, and decode_fast's ZeroedAhead). The shapes depend on `length` alone, and no
+        value goes back to the host, so a CUDA graph can record it (see graphs.StaticStep)."""
         caches = self.kv if caches is None else caches
         rows = tokens.shape[0]
         row_index = torch.arange(rows, device=positions.device)
