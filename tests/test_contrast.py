@@ -232,3 +232,16 @@ def test_the_unconditional_prefill_is_kept_until_the_weights_change(expander):
         with torch.no_grad():
             c_fc.weight.copy_(saved)
         fast.kv = None
+
+
+def test_offloading_drops_the_kept_unconditional_prefill(tiny_model_dir):
+    # Kept on the model's device, it must not hold memory there once a host moves the model away.
+    from prompt_expander.expansion.resident import load_expander
+    from prompt_expander.host.hosting import offload_to_cpu
+    exp = load_expander(str(tiny_model_dir), resident=False)
+    text = exp.expand("a red fox in the snow", seed=4, contrast=0.7).text
+    fast = exp.model._prompt_expander_fast
+    assert fast._unconditional is not None
+    offload_to_cpu(exp.model)
+    assert fast._unconditional is None
+    assert exp.expand("a red fox in the snow", seed=4, contrast=0.7).text == text

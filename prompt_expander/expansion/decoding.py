@@ -538,6 +538,10 @@ class FastGPT2:
             self.kv = None
         return self._unconditional[1], self._unconditional[2]
 
+    def forget_unconditional(self) -> None:
+        """Drop the kept unconditional prefill (its memory is on the model's device)."""
+        self._unconditional = None
+
     def step(self, tokens: torch.Tensor, pos: int) -> torch.Tensor:
         return self._forward(tokens.view(-1, 1), pos)
 

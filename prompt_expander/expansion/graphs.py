@@ -175,8 +175,11 @@ def graphs_for(fast) -> DecodeGraphs | None:
 
 
 def release_graphs(model) -> None:
-    """Drop a model's captured steps, e.g. before a host moves it off the GPU."""
+    """Drop a model's captured steps, and the unconditional prefill its decode loop keeps beside them (see
+    decoding.FastGPT2.unconditional), e.g. before a host moves it off the GPU."""
     fast = getattr(model, "_prompt_expander_fast", None)
+    if fast is not None:
+        fast.forget_unconditional()
     graphs = getattr(fast, "graphs", None)
     if graphs is not None:
         graphs.release()
