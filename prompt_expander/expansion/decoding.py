@@ -21,6 +21,12 @@ def weights_changed(model) -> None:
     setattr(model, WEIGHTS_EPOCH, getattr(model, WEIGHTS_EPOCH, 0) + 1)
 
 
+def weight_signature(w: torch.Tensor, epoch: int) -> tuple:
+    """What tells a weight unchanged: its storage, dtype and version counter (inference tensors have none: the
+    model's weights_changed epoch stands in)."""
+    return (w.data_ptr(), w.dtype, -1 if w.is_inference() else w._version, epoch)
+
+
 class StreamedWeight:
     """A weight [out, in] laid out for _stream_matmul: row blocks as one [chunks, out // chunks, in] view,
     plus the few rows left over when `out` does not divide (GPT-2's 50257-row head)."""
@@ -357,9 +363,7 @@ class FastGPT2:
         epoch = getattr(self.model, WEIGHTS_EPOCH, 0)
 
         def signature(w):
-            if w is None:
-                return ()
-            return (w.data_ptr(), w.dtype, -1 if w.is_inference() else w._version, epoch)
+            return () if w is None else weight_signature(w, epoch)
 
         dtype = self.head.dtype
         packing = packed_linear_available(dtype)
@@ -520,11 +524,11 @@ class FastGPT2:
         return logits
 
     def _weights_key(self) -> tuple:
-        """What a forward's bits follow besides its input: every parameter's storage and version, the epoch of
-        weights_changed, and the thread count (kernels may split sums by threads)."""
+        """What a forward's bits follow besides its input: every parameter's signature, and the thread count
+        (kernels may split sums by threads)."""
         epoch = getattr(self.model, WEIGHTS_EPOCH, 0)
-        return (epoch, torch.get_num_threads(), str(self.wte.device),
-                *((p.data_ptr(), p.dtype, -1 if p.is_inference() else p._version) for p in self.model.parameters()))
+        return (torch.get_num_threads(), str(self.wte.device),
+                *(weight_signature(p, epoch) for p in self.model.parameters()))
 
     def unconditional(self, ids: list[int]) -> tuple[list[torch.Tensor], torch.Tensor]:
         """The caches [2, 1, heads, len(ids), head_dim] and the last logits of a one-row prefill of `ids`: the
@@ -686,15 +690,10 @@ def decode_fast(model, context_ids: list[int], rows: RowDecoder, should_stop: Ca
             # Every row is past its contrast words. The rows go on in step_rows, as before, so that a row gets
             # the same bits whenever the rows beside it stop (a variation must equal its seed alone).
             contrast, uncond_logits, input_rows_only = False, None, True
-            width = fast.decode_rows(n)
-            if width <= fast.kv[0].shape[1]:
-                # The first rows of the same caches, no copy: the rows past n (those without the input, or
-                # padding) decode a dummy token, and a row's result never depends on the values of the others.
-                fast.kv = [kv[:, :width] for kv in fast.kv]
-            else:
-                fast.kv = [torch.cat([kv[:, :n], kv[:, :1].expand(-1, width - n, -1, -1, -1)], dim=1)
-                           for kv in fast.kv]
-                zeroed = ZeroedAhead(fast.kv, reached=zeroed.reached)  # copies of finite positions up to there
+            width = fast.decode_rows(n)  # at most the 2n rows' width: Fp16RowPlan's padding never decreases
+            # The first rows of the same caches, no copy: the rows past n (those without the input, or padding)
+            # decode a dummy token, and a row's result never depends on the values of the others.
+            fast.kv = [kv[:, :width] for kv in fast.kv]
             offsets = torch.zeros(width, dtype=torch.long, device=device)
             dummy = torch.zeros(width - n, dtype=torch.long, device=device)
         if draft is not None and n == 1 and static is None and not contrast:
@@ -733,8 +732,8 @@ class ZeroedAhead:
 
     AHEAD = 8
 
-    def __init__(self, caches: list[torch.Tensor], reached: int = 0):
-        self.caches, self.reached = caches, reached  # positions below `reached` hold written values or zeros
+    def __init__(self, caches: list[torch.Tensor]):
+        self.caches, self.reached = caches, 0  # positions below `reached` hold written values or zeros
 
     def reach(self, length: int) -> None:
         """Make positions below `length` finite on every row, ahead of a step that reads up to there."""
